@@ -1,0 +1,1 @@
+"""Clinical features: uploaded clinical tables (files), their column definitions and values."""

@@ -1,0 +1,150 @@
+"""Typed settings: the one place that reads the environment and Docker-secret files.
+
+Variable names follow the existing deployment (`DB_DATABASE`, `KEYCLOAK_BASE_URL`, ...) so its env
+files carry over. Flask, Celery and the workers derive their configuration from `Settings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import quote_plus
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+
+
+def _csv(value: object) -> object:
+    """Split a comma-separated environment value into a list."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of the platform, with development defaults."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # Storage and database ------------------------------------------------------------------
+    data_dir: Path = Field(Path("var"), alias="QI2_DATA_DIR")
+    database_url: str | None = Field(None, alias="DATABASE_URL")
+    db_host: str | None = Field(None, alias="DB_HOST")
+    db_port: int = Field(3306, alias="DB_PORT")
+    db_database: str = Field("quantimage2", alias="DB_DATABASE")
+    db_user: str = Field("quantimage2", alias="DB_USER")
+    db_password: str | None = Field(
+        None, validation_alias=AliasChoices("DB_PASSWORD", "DB_USER_PASSWORD")
+    )
+    db_password_file: Path | None = Field(None, alias="DB_USER_PASSWORD_FILE")
+    db_pool_size: int = Field(10, alias="DB_POOL_SIZE")
+    db_echo: bool = Field(False, alias="DB_ECHO")
+
+    # Keycloak -------------------------------------------------------------------------------
+    keycloak_base_url: str = Field("http://127.0.0.1:8180/", alias="KEYCLOAK_BASE_URL")
+    keycloak_realm_name: str = Field("QuantImage-v2", alias="KEYCLOAK_REALM_NAME")
+    keycloak_client_id: str = Field(
+        "quantimage2-frontend", alias="KEYCLOAK_QUANTIMAGE2_FRONTEND_CLIENT_ID"
+    )
+    keycloak_admin_role: str = Field("admin", alias="KEYCLOAK_FRONTEND_ADMIN_ROLE")
+    # The issuer Keycloak writes into tokens; it differs from the base URL when the browser
+    # reaches Keycloak under another host name than the backend does.
+    keycloak_issuer: str | None = Field(None, alias="KEYCLOAK_ISSUER")
+    keycloak_audience: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="KEYCLOAK_AUDIENCE"
+    )
+    keycloak_allowed_azp: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="KEYCLOAK_ALLOWED_AZP"
+    )
+    keycloak_jwks_cache_seconds: int = Field(300, alias="KEYCLOAK_JWKS_CACHE_SECONDS")
+    keycloak_leeway_seconds: int = Field(10, alias="KEYCLOAK_LEEWAY_SECONDS")
+
+    # Image sources ----------------------------------------------------------------------------
+    image_source: Literal["local", "kheops", "dicomweb"] = Field("local", alias="IMAGE_SOURCE")
+    kheops_base_url: str = Field("http://127.0.0.1:8080", alias="KHEOPS_BASE_URL")
+    dicomweb_url: str | None = Field(None, alias="DICOMWEB_URL")
+    # YAML/JSON file: album id -> {name, study_uids: [...]} or {name, query: {DICOM keyword: value}}
+    dicomweb_albums_file: Path | None = Field(None, alias="DICOMWEB_ALBUMS_FILE")
+    local_albums_dir: Path | None = Field(None, alias="LOCAL_ALBUMS_DIR")
+    http_timeout_seconds: float = Field(30.0, alias="HTTP_TIMEOUT_SECONDS")
+    http_retries: int = Field(3, alias="HTTP_RETRIES")
+
+    # Redis, Celery, Socket.IO ------------------------------------------------------------------
+    celery_broker_url: str = Field("redis://127.0.0.1:6379/0", alias="CELERY_BROKER_URL")
+    celery_result_backend: str = Field("redis://127.0.0.1:6379/1", alias="CELERY_RESULT_BACKEND")
+    socket_message_queue: str = Field("redis://127.0.0.1:6379/2", alias="SOCKET_MESSAGE_QUEUE")
+    socketio_channel: str = Field("flask-socketio", alias="SOCKETIO_CHANNEL")
+    # Opt-in for an unmodified old frontend that connects without a token: anonymous
+    # clients are accepted and receive events in a shared room (a privacy trade-off).
+    socketio_legacy_anonymous: bool = Field(False, alias="SOCKETIO_LEGACY_ANONYMOUS")
+    extraction_task_time_limit: int = Field(7200, alias="EXTRACTION_TASK_TIME_LIMIT")
+    training_task_time_limit: int = Field(6 * 3600, alias="TRAINING_TASK_TIME_LIMIT")
+    celery_worker_concurrency_extraction: int = Field(
+        2, alias="CELERY_WORKER_CONCURRENCY_EXTRACTION"
+    )
+    celery_worker_concurrency_training: int = Field(1, alias="CELERY_WORKER_CONCURRENCY_TRAINING")
+    grid_search_concurrency: int = Field(1, alias="GRID_SEARCH_CONCURRENCY")
+
+    # Web app ---------------------------------------------------------------------------------
+    cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"], alias="CORS_ALLOWED_ORIGINS"
+    )
+    max_upload_bytes: int = Field(64 * 1024 * 1024, alias="MAX_UPLOAD_BYTES")
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
+
+    @field_validator(
+        "cors_allowed_origins", "keycloak_audience", "keycloak_allowed_azp", mode="before"
+    )
+    @classmethod
+    def _split_lists(cls, value: object) -> object:
+        return _csv(value)
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        """Take the DB password from a Docker secret when it is not given directly."""
+        if self.db_password is None:
+            candidates = [self.db_password_file, DEFAULT_SECRETS_DIR / "db-user-password"]
+            for path in candidates:
+                if path is not None and path.is_file():
+                    self.db_password = path.read_text().strip()
+                    break
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """Return the database URL: explicit, MySQL from DB_* parts, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        if self.db_host:
+            password = f":{quote_plus(self.db_password)}" if self.db_password else ""
+            return (
+                f"mysql+pymysql://{quote_plus(self.db_user)}{password}@{self.db_host}:"
+                f"{self.db_port}/{self.db_database}?charset=utf8mb4"
+            )
+        return f"sqlite:///{(self.data_dir / 'quantimage2.db').resolve()}"
+
+    @property
+    def realm_url(self) -> str:
+        """Return the realm root, e.g. http://keycloak/auth/realms/QuantImage-v2."""
+        return f"{self.keycloak_base_url.rstrip('/')}/realms/{self.keycloak_realm_name}"
+
+    @property
+    def jwks_url(self) -> str:
+        """Return the realm's JWKS endpoint."""
+        return f"{self.realm_url}/protocol/openid-connect/certs"
+
+    @property
+    def expected_issuer(self) -> str:
+        """Return the issuer that access tokens must carry."""
+        return self.keycloak_issuer or self.realm_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,70 @@
+"""ORM models of an extraction and its per-study tasks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from shared.db.base import (
+    TABLE_ARGS,
+    AlbumId,
+    Base,
+    DicomUid,
+    IdMixin,
+    LongText,
+    OwnedMixin,
+    TimestampMixin,
+)
+
+
+class FeatureExtraction(IdMixin, TimestampMixin, OwnedMixin, Base):
+    """One extraction run of a user over an album, with its train/test split."""
+
+    __tablename__ = "feature_extraction"
+    __table_args__ = (sa.Index(None, "user_id", "album_id"), TABLE_ARGS)
+
+    album_id: so.Mapped[str] = so.mapped_column(AlbumId)
+    album_name: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    config_yaml: so.Mapped[str] = so.mapped_column(LongText)
+    rois: so.Mapped[list[str]] = so.mapped_column(sa.JSON)
+    result_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    finished_at: so.Mapped[dt.datetime | None]
+    data_splitting_type: so.Mapped[str] = so.mapped_column(sa.String(16), default="traintest")
+    train_test_split_type: so.Mapped[str] = so.mapped_column(sa.String(16), default="automatic")
+    training_patients: so.Mapped[list[str] | None] = so.mapped_column(sa.JSON)
+    test_patients: so.Mapped[list[str] | None] = so.mapped_column(sa.JSON)
+
+    tasks: so.Mapped[list[ExtractionTask]] = so.relationship(
+        back_populates="extraction",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="ExtractionTask.id",
+    )
+
+
+class ExtractionTask(IdMixin, TimestampMixin, Base):
+    """The part of an extraction that handles one study; one Celery task."""
+
+    __tablename__ = "feature_extraction_task"
+    __table_args__ = (sa.UniqueConstraint("feature_extraction_id", "study_uid"), TABLE_ARGS)
+
+    feature_extraction_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("feature_extraction.id", ondelete="CASCADE")
+    )
+    study_uid: so.Mapped[str] = so.mapped_column(DicomUid)
+    patient_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    task_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="PENDING")
+    current_step: so.Mapped[int] = so.mapped_column(default=0)
+    total_steps: so.Mapped[int] = so.mapped_column(default=0)
+    status_message: so.Mapped[str] = so.mapped_column(sa.String(255), default="Waiting to start")
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    warnings: so.Mapped[list[Any] | None] = so.mapped_column(sa.JSON)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    started_at: so.Mapped[dt.datetime | None]
+    finished_at: so.Mapped[dt.datetime | None]
+
+    extraction: so.Mapped[FeatureExtraction] = so.relationship(back_populates="tasks")

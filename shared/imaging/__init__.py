@@ -1,0 +1,1 @@
+"""Image sources: where DICOM studies come from (Kheops, any DICOMweb server, a local folder)."""

@@ -1,0 +1,1 @@
+"""Outcomes (label categories) of an album and the per-patient labels."""

@@ -1,0 +1,1 @@
+"""Modeling: training runs (status rows) and the trained models with their metrics."""

@@ -1,0 +1,79 @@
+"""ORM models of training runs and trained models."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from shared.db.base import TABLE_ARGS, AlbumId, Base, IdMixin, OwnedMixin, TimestampMixin
+
+
+class TrainedModel(IdMixin, TimestampMixin, OwnedMixin, Base):
+    """The best pipeline of one training run, with its metrics and predictions."""
+
+    __tablename__ = "model"
+    __table_args__ = (sa.Index(None, "user_id", "album_id"), TABLE_ARGS)
+
+    album_id: so.Mapped[str] = so.mapped_column(AlbumId)
+    name: so.Mapped[str] = so.mapped_column(sa.String(255))
+    best_algorithm: so.Mapped[str] = so.mapped_column(sa.String(64))
+    data_splitting_type: so.Mapped[str] = so.mapped_column(sa.String(16))
+    train_test_split_type: so.Mapped[str] = so.mapped_column(sa.String(16))
+    training_validation: so.Mapped[str] = so.mapped_column(sa.String(255))
+    test_validation: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    best_data_normalization: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    feature_selection: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    feature_names: so.Mapped[list[str]] = so.mapped_column(sa.JSON)
+    training_patient_ids: so.Mapped[list[str]] = so.mapped_column(sa.JSON)
+    test_patient_ids: so.Mapped[list[str] | None] = so.mapped_column(sa.JSON)
+    artifact_path: so.Mapped[str | None] = so.mapped_column(sa.String(512))
+    training_metrics: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON)
+    test_metrics: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    test_predictions: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    test_predictions_probabilities: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    test_bootstrap_values: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    test_scores_values: so.Mapped[list[Any] | None] = so.mapped_column(sa.JSON)
+    test_feature_importance: so.Mapped[list[Any] | None] = so.mapped_column(sa.JSON)
+    feature_extraction_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("feature_extraction.id", ondelete="CASCADE"), index=True
+    )
+    feature_collection_id: so.Mapped[int | None] = so.mapped_column(
+        sa.ForeignKey("feature_collection.id", ondelete="CASCADE"), index=True
+    )
+    label_category_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("label_category.id", ondelete="CASCADE"), index=True
+    )
+
+
+class TrainingRun(IdMixin, TimestampMixin, OwnedMixin, Base):
+    """One training request: its status, progress and error live here, not in Redis."""
+
+    __tablename__ = "training_run"
+    __table_args__ = (sa.Index(None, "user_id", "album_id"), TABLE_ARGS)
+
+    album_id: so.Mapped[str] = so.mapped_column(AlbumId)
+    training_id: so.Mapped[str] = so.mapped_column(sa.String(64), index=True)
+    task_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="PENDING")
+    phase: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    current_step: so.Mapped[int] = so.mapped_column(default=0)
+    total_steps: so.Mapped[int] = so.mapped_column(default=0)
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    parameters: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON)
+    started_at: so.Mapped[dt.datetime | None]
+    finished_at: so.Mapped[dt.datetime | None]
+    feature_extraction_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("feature_extraction.id", ondelete="CASCADE"), index=True
+    )
+    feature_collection_id: so.Mapped[int | None] = so.mapped_column(
+        sa.ForeignKey("feature_collection.id", ondelete="CASCADE")
+    )
+    label_category_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("label_category.id", ondelete="CASCADE")
+    )
+    model_id: so.Mapped[int | None] = so.mapped_column(
+        sa.ForeignKey("model.id", ondelete="SET NULL")
+    )

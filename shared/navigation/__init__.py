@@ -1,0 +1,1 @@
+"""Navigation history: the frontend routes each user visited (usage analytics)."""

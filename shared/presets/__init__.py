@@ -1,0 +1,1 @@
+"""Feature presets: named, validated YAML extraction configurations offered to every user."""

@@ -1,0 +1,41 @@
+"""Wire shapes of feature presets (contract §6.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from shared.presets.config_schema import parse_yaml
+from shared.presets.models import FeaturePreset
+from shared.schemas import ReadSchema, TimestampedRead
+
+PRESETS_FOLDER = "feature-presets"
+
+
+class PresetRead(TimestampedRead):
+    """A preset with its parsed config and its raw YAML text."""
+
+    name: str
+    config_path: str
+    config: dict[str, Any]
+    config_raw: str = Field(alias="config-raw")
+
+    @classmethod
+    def from_row(cls, row: FeaturePreset) -> PresetRead:
+        """Build the wire shape from a row (the path is a label, never a file to open)."""
+        return cls(
+            id=row.id,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            name=row.name,
+            config_path=f"{PRESETS_FOLDER}/{row.file_name}",
+            config=parse_yaml(row.config_yaml),
+            config_raw=row.config_yaml,
+        )
+
+
+class PresetForm(ReadSchema):
+    """The multipart text fields of P3/P4 (the YAML comes as the `file` part)."""
+
+    name: str = Field(min_length=1, max_length=255)

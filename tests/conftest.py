@@ -1,0 +1,149 @@
+"""Test services: the machine's real MariaDB and Redis, and a local Keycloak-style issuer.
+
+One throwaway MariaDB database per run (built by the Alembic migrations), one rollback per test,
+separate Redis DB numbers, and an OIDC issuer on loopback that mints tokens for test users.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+REDIS_BASE = "redis://127.0.0.1:6379"
+RUN_ID = uuid.uuid4().hex[:8]
+TEST_DB = f"qi2_test_{RUN_ID}"
+
+# The environment is the settings' only input, so tests configure the app through it, once,
+# before anything reads the settings.
+os.environ.update(
+    {
+        "DATABASE_URL": f"mysql+pymysql://root@127.0.0.1:3306/{TEST_DB}?charset=utf8mb4",
+        "CELERY_BROKER_URL": f"{REDIS_BASE}/10",
+        "CELERY_RESULT_BACKEND": f"{REDIS_BASE}/11",
+        "SOCKET_MESSAGE_QUEUE": f"{REDIS_BASE}/12",
+        "SOCKETIO_CHANNEL": f"qi2-test-{RUN_ID}",
+        "QI2_DATA_DIR": f"/tmp/qi2-test-{RUN_ID}",
+        "KEYCLOAK_REALM_NAME": "QuantImage-v2",
+        "KEYCLOAK_QUANTIMAGE2_FRONTEND_CLIENT_ID": "quantimage2-frontend",
+        "LOG_LEVEL": "WARNING",
+    }
+)
+
+from shared.config import Settings, get_settings  # noqa: E402
+from shared.db import migrate  # noqa: E402
+from shared.db import session as db_session  # noqa: E402
+from webapp.dev.oidc_issuer import LocalIssuer, User  # noqa: E402
+
+
+def mysql_admin(sql: str) -> None:
+    """Run one statement as the MariaDB root user."""
+    conn = pymysql.connect(**MYSQL, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Iterator[LocalIssuer]:
+    """A Keycloak-style issuer on loopback with an admin (alice) and a researcher (bob)."""
+    local = LocalIssuer(
+        users=[
+            User("alice", "alice-pw", sub="user-alice", email="alice@example.org",
+                 client_roles=["admin"]),
+            User("bob", "bob-pw", sub="user-bob", email="bob@example.org"),
+            User("carol", "carol-pw", sub="user-carol", realm_roles=["admin"]),
+        ]
+    )
+    base_url = local.start()
+    os.environ["KEYCLOAK_BASE_URL"] = base_url
+    get_settings.cache_clear()
+    yield local
+    local.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(issuer: LocalIssuer) -> Settings:
+    """The settings every test runs with."""
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[sa.Engine]:
+    """A fresh MariaDB database for this run, built by `alembic upgrade head`."""
+    mysql_admin(f"CREATE DATABASE {TEST_DB} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    try:
+        migrate.upgrade(settings.sqlalchemy_url)
+        eng = db_session.make_engine(settings.sqlalchemy_url)
+        yield eng
+        eng.dispose()
+    finally:
+        mysql_admin(f"DROP DATABASE IF EXISTS {TEST_DB}")
+
+
+@pytest.fixture
+def db(engine: sa.Engine) -> Iterator[so.Session]:
+    """A session whose work is rolled back after the test (routes' commits become savepoints)."""
+    connection = engine.connect()
+    outer = connection.begin()
+    db_session.configure(
+        engine=connection,  # type: ignore[arg-type]
+        join_transaction_mode="create_savepoint",
+    )
+    session = db_session.new_session()
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()
+        db_session.configure(engine=engine)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings, engine: sa.Engine):
+    """The Flask app, built once."""
+    from webapp import create_app
+
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    application.extensions["qi2_verifier"].min_refresh_interval = 0
+    return application
+
+
+@pytest.fixture
+def client(app, db):
+    """A test client whose requests share the test's rolled-back transaction."""
+    return app.test_client()
+
+
+class Auth:
+    """Mint Authorization headers for the test users (flaskr's AuthActions idea)."""
+
+    def __init__(self, issuer: LocalIssuer) -> None:
+        self.issuer = issuer
+
+    def token(self, username: str = "bob", **overrides: object) -> str:
+        """Return a valid access token for a user."""
+        return self.issuer.mint(username, **overrides)
+
+    def headers(self, username: str = "bob", **overrides: object) -> dict[str, str]:
+        """Return the Authorization header for a user."""
+        return {"Authorization": f"Bearer {self.token(username, **overrides)}"}
+
+
+@pytest.fixture(scope="session")
+def auth(issuer: LocalIssuer) -> Auth:
+    """Token helper."""
+    return Auth(issuer)

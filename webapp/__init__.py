@@ -1,0 +1,57 @@
+"""The HTTP + Socket.IO edge: parse the request, call a shared service, commit, serialise."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from flask_cors import CORS
+
+from shared.config import Settings, get_settings
+from webapp import auth, db, errors, openapi
+from webapp.extensions import socketio
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask application (the only way to get one)."""
+    settings = settings or get_settings()
+    app = Flask(__name__, static_folder=None)
+    app.config.update(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False  # the contract keeps insertion order
+    logging.basicConfig(level=settings.log_level)
+
+    CORS(
+        app,
+        origins=settings.cors_allowed_origins,
+        expose_headers=["Content-Disposition"],
+        supports_credentials=False,
+    )
+    db.init_app(app)
+    auth.init_app(app, settings)
+    errors.init_app(app)
+    _register_blueprints(app)
+    openapi.init_app(app)
+    socketio.init_app(
+        app,
+        message_queue=settings.socket_message_queue,
+        channel=settings.socketio_channel,
+        async_mode="threading",
+        cors_allowed_origins=settings.cors_allowed_origins,
+    )
+    from webapp import sockets, cli
+
+    sockets.register(socketio, settings)
+    cli.register(app)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    """Register one blueprint per domain."""
+    from webapp.api import health, navigation, presets
+
+    for module in (health, navigation, presets):
+        app.register_blueprint(module.bp)

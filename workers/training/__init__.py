@@ -1,0 +1,1 @@
+"""Model training: estimators, pipelines and metrics (pure), and the training task."""
