@@ -60,8 +60,13 @@ def issuer() -> Iterator[LocalIssuer]:
     """A Keycloak-style issuer on loopback with an admin (alice) and a researcher (bob)."""
     local = LocalIssuer(
         users=[
-            User("alice", "alice-pw", sub="user-alice", email="alice@example.org",
-                 client_roles=["admin"]),
+            User(
+                "alice",
+                "alice-pw",
+                sub="user-alice",
+                email="alice@example.org",
+                client_roles=["admin"],
+            ),
             User("bob", "bob-pw", sub="user-bob", email="bob@example.org"),
             User("carol", "carol-pw", sub="user-carol", realm_roles=["admin"]),
         ]

@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         async_mode="threading",
         cors_allowed_origins=settings.cors_allowed_origins,
     )
-    from webapp import sockets, cli
+    from webapp import cli, sockets
 
     sockets.register(socketio, settings)
     cli.register(app)

@@ -7,7 +7,7 @@ from typing import Any
 from flask_socketio import SocketIO
 from pydantic import ValidationError
 from spectree import SecurityScheme, SpecTree
-from spectree.models import SecuritySchemeData, SecureType
+from spectree.models import SecureType, SecuritySchemeData
 
 from shared.errors import InvalidInput
 from shared.schemas import ErrorBody

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, jsonify, redirect
+
 from webapp.auth import public
 from webapp.extensions import spec
-
-
 
 
 @public

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import ClassVar
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -35,7 +36,7 @@ class Base(so.DeclarativeBase):
     """Declarative base for every table."""
 
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dt.datetime: DateTime6}
+    type_annotation_map: ClassVar = {dt.datetime: DateTime6}
 
 
 class IdMixin:

@@ -29,3 +29,8 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
 def heads() -> list[str]:
     """Return the head revisions of the migration graph."""
     return list(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def downgrade(url: str | None = None, revision: str = "-1") -> None:
+    """Downgrade the database to a revision."""
+    command.downgrade(alembic_config(url), revision)

@@ -158,7 +158,9 @@ class RadiomicsSetting(Strict):
 class PyRadiomicsParams(Strict):
     """One named PyRadiomics extractor: image types, feature classes and settings."""
 
-    imageType: dict[str, RadiomicsSetting | None] = Field(default_factory=lambda: {"Original": None})
+    imageType: dict[str, RadiomicsSetting | None] = Field(
+        default_factory=lambda: {"Original": None}
+    )
     featureClass: dict[str, list[str] | None] = Field(default_factory=dict)
     setting: RadiomicsSetting = Field(default_factory=RadiomicsSetting)
     voxelSetting: dict[str, Any] | None = None
@@ -176,7 +178,8 @@ class PyRadiomicsParams(Strict):
     def _feature_classes(cls, value: dict[str, list[str] | None]) -> dict[str, list[str] | None]:
         for name, features in value.items():
             if name not in FEATURE_CLASSES:
-                raise ValueError(f"unknown feature class {name!r}; known: {sorted(FEATURE_CLASSES)}")
+                known = sorted(FEATURE_CLASSES)
+                raise ValueError(f"unknown feature class {name!r}; known: {known}")
             unknown = sorted(set(features or ()) - FEATURE_CLASSES[name])
             if unknown:
                 raise ValueError(f"unknown {name} feature(s) {unknown}")

@@ -56,7 +56,9 @@ def _ensure_name_free(session: so.Session, name: str, *, except_id: int | None =
         raise Conflict(f"A preset named {name!r} already exists")
 
 
-def create_preset(session: so.Session, *, name: str, file_name: str, yaml_text: str) -> FeaturePreset:
+def create_preset(
+    session: so.Session, *, name: str, file_name: str, yaml_text: str
+) -> FeaturePreset:
     """Create a preset from validated YAML."""
     if not name:
         raise InvalidInput("name is required")

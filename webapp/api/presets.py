@@ -16,7 +16,12 @@ from webapp.extensions import spec
 from webapp.serialize import dump, dump_all
 
 bp = Blueprint("presets", __name__)
-YAML_PART_TYPES = {"application/x-yaml", "application/octet-stream", "application/yaml", "text/yaml"}
+YAML_PART_TYPES = {
+    "application/x-yaml",
+    "application/octet-stream",
+    "application/yaml",
+    "text/yaml",
+}
 
 
 @bp.get("/feature-presets")

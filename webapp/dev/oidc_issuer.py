@@ -223,7 +223,9 @@ class LocalIssuer:
         if grant == "password":
             user = self.users.get(form.get("username", ""))
             if user is None or user.password != form.get("password"):
-                return jsonify(error="invalid_grant", error_description="Invalid user credentials"), 401
+                return jsonify(
+                    error="invalid_grant", error_description="Invalid user credentials"
+                ), 401
         elif grant == "refresh_token":
             try:
                 claims = jwt.decode(

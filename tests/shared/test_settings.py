@@ -1,0 +1,76 @@
+"""Typed settings: deployment variable names, Docker secrets, derived URLs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.config import Settings
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """Remove the variables the test session sets, so defaults show."""
+    for name in ("DATABASE_URL", "QI2_DATA_DIR", "CELERY_BROKER_URL", "KEYCLOAK_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_existing_deployment_variable_names(clean_env):
+    clean_env.setenv("DB_HOST", "db")
+    clean_env.setenv("DB_DATABASE", "quantimage2")
+    clean_env.setenv("DB_USER", "qi")
+    clean_env.setenv("DB_PASSWORD", "p@ss:word")
+    clean_env.setenv("KEYCLOAK_BASE_URL", "http://keycloak:8081/auth/")
+    clean_env.setenv("KEYCLOAK_REALM_NAME", "QuantImage-v2")
+    clean_env.setenv("KEYCLOAK_QUANTIMAGE2_FRONTEND_CLIENT_ID", "quantimage2-frontend")
+    clean_env.setenv("KEYCLOAK_FRONTEND_ADMIN_ROLE", "admin")
+    clean_env.setenv("CORS_ALLOWED_ORIGINS", "http://a.org, http://b.org")
+    clean_env.setenv("GRID_SEARCH_CONCURRENCY", "-1")
+    settings = Settings(_env_file=None)
+    assert settings.sqlalchemy_url == (
+        "mysql+pymysql://qi:p%40ss%3Aword@db:3306/quantimage2?charset=utf8mb4"
+    )
+    assert settings.jwks_url == (
+        "http://keycloak:8081/auth/realms/QuantImage-v2/protocol/openid-connect/certs"
+    )
+    assert settings.expected_issuer == "http://keycloak:8081/auth/realms/QuantImage-v2"
+    assert settings.cors_allowed_origins == ["http://a.org", "http://b.org"]
+    assert settings.grid_search_concurrency == -1
+
+
+def test_password_from_docker_secret_file(clean_env, tmp_path: Path):
+    secret = tmp_path / "db-user-password"
+    secret.write_text("from-secret\n")
+    clean_env.setenv("DB_HOST", "db")
+    clean_env.setenv("DB_USER_PASSWORD_FILE", str(secret))
+    settings = Settings(_env_file=None)
+    assert settings.db_password == "from-secret"
+    assert ":from-secret@db" in settings.sqlalchemy_url
+
+
+def test_embedded_default_is_sqlite_in_data_dir(clean_env, tmp_path: Path):
+    clean_env.setenv("QI2_DATA_DIR", str(tmp_path))
+    settings = Settings(_env_file=None)
+    assert settings.sqlalchemy_url == f"sqlite:///{tmp_path / 'quantimage2.db'}"
+
+
+def test_invalid_value_is_rejected(clean_env):
+    clean_env.setenv("IMAGE_SOURCE", "ftp")
+    with pytest.raises(ValueError, match=r"image_source|IMAGE_SOURCE"):
+        Settings(_env_file=None)
+
+
+def test_only_the_settings_module_reads_the_environment():
+    """`os.environ`/`os.getenv` appear in shared/config.py only (and the dev/test tooling)."""
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for package in ("shared", "webapp", "workers"):
+        for path in (root / package).rglob("*.py"):
+            if "dev" in path.relative_to(root).parts:
+                continue
+            text = path.read_text()
+            if "os.environ" in text or "os.getenv" in text:
+                offenders.append(str(path.relative_to(root)))
+    assert offenders == []

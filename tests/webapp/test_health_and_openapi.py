@@ -1,0 +1,59 @@
+"""Liveness, readiness, and the generated OpenAPI document."""
+
+from __future__ import annotations
+
+
+def test_liveness_needs_no_token(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.json == {"status": "QuantImage v2 Backend is running"}
+
+
+def test_readiness_checks_database_and_redis(client):
+    response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
+
+
+def test_readiness_reports_redis_down(app, client):
+    settings = app.config["SETTINGS"]
+    original = settings.celery_broker_url
+    settings.celery_broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
+    try:
+        response = client.get("/health/ready")
+    finally:
+        settings.celery_broker_url = original
+    assert response.status_code == 503
+    assert response.json["checks"]["database"] == "ok"
+    assert response.json["checks"]["redis"].startswith("error")
+
+
+def test_openapi_lists_every_api_route(app, client):
+    document = client.get("/openapi.json").json
+    assert document["openapi"].startswith("3.")
+    paths = document["paths"]
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/docs") or rule.rule == "/openapi.json":
+            continue
+        openapi_path = rule.rule.replace("<int:", "{").replace("<", "{").replace(">", "}")
+        assert openapi_path in paths, openapi_path
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert method.lower() in paths[openapi_path], (method, openapi_path)
+
+
+def test_openapi_schemas_come_from_declarations(client):
+    document = client.get("/openapi.json").json
+    preset_get = document["paths"]["/feature-presets/{preset_id}"]["get"]
+    ref = preset_get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert {"id", "name", "config", "config-raw", "config_path"} <= set(schema["properties"])
+    nav = document["paths"]["/navigation"]["post"]
+    assert "requestBody" in nav
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_docs_page_is_browsable(client):
+    assert client.get("/docs").status_code == 302
+    page = client.get("/docs/swagger/")
+    assert page.status_code == 200
+    assert b"openapi.json" in page.data
