@@ -286,9 +286,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8180)
     parser.add_argument("--realm", default=DEFAULT_REALM)
     parser.add_argument("--client-id", default=DEFAULT_CLIENT)
+    parser.add_argument(
+        "--public-url", help="URL clients use to reach the issuer (the tokens' `iss` base)"
+    )
     args = parser.parse_args()
     issuer = LocalIssuer(args.realm, args.client_id, dev_users())
-    issuer.base_url = f"http://{args.host}:{args.port}"
+    issuer.base_url = (args.public_url or f"http://{args.host}:{args.port}").rstrip("/")
     make_server(args.host, args.port, issuer.wsgi_app(), threaded=True).serve_forever()
 
 

@@ -1,0 +1,175 @@
+"""Deployment files: `.env.example` covers the settings, and every compose combination validates.
+
+The compose check runs Debian's `docker-compose` 1.29 (compose v1), which validates files
+without a Docker engine. It is installed by `./qi2 test`; a machine without it fails here
+rather than skipping, so a green run always means the files were checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from pydantic import AliasChoices, AliasPath
+
+from shared.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_EXAMPLE = ROOT / ".env.example"
+BASE = "docker-compose.yml"
+OVERLAYS = {
+    "base": [],
+    "base+override": ["docker-compose.override.yml"],
+    "base+local": ["docker-compose.local.yml"],
+    "base+vm": ["docker-compose.vm.yml"],
+    "base+local+vm": ["docker-compose.local.yml", "docker-compose.vm.yml"],
+    "base+prod": ["docker-compose.prod.yml"],
+}
+COMPOSE_FILES = [BASE, *sorted({f for files in OVERLAYS.values() for f in files})]
+
+# Variables that only the compose files (or Compose itself) read; documented at the end of
+# .env.example. Anything else in .env.example must be a Settings variable.
+COMPOSE_ONLY = {
+    "COMPOSE_PROJECT_NAME",
+    "QI2_IMAGE_TAG",
+    "QI2_ENV_FILE",
+    "QI2_BIND_ADDRESS",
+    "QI2_ALBUMS_DIR",
+    "DEV_KEYCLOAK_BASE_URL",
+    "DEV_KEYCLOAK_ISSUER",
+    "FLOWER_URL_PREFIX",
+    "FLOWER_PERSISTENT",
+    "TRAEFIK_NETWORK",
+    "TRAEFIK_URL_FLASKAPP",
+    "TRAEFIK_URL_FLOWER",
+    "TRAEFIK_ENTRYPOINT",
+    "TRAEFIK_CERTRESOLVER",
+    "DB_BACKUP_DIRECTORY",
+    "DATA_BACKUP_DIRECTORY",
+}
+# Read by Compose itself rather than interpolated into a file.
+COMPOSE_BUILTIN = {"COMPOSE_PROJECT_NAME"}
+# `NAME=value`, or `# NAME=value` for a documented variable left unset.
+ASSIGNMENT = re.compile(r"^\s*(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
+INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def settings_env_names() -> set[str]:
+    """Return every environment variable name that Settings reads (all alias choices)."""
+    names: set[str] = set()
+    for field_name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(c for c in alias.choices if isinstance(c, str))
+        elif isinstance(alias, str):
+            names.add(alias)
+        elif isinstance(alias, AliasPath):
+            names.add(str(alias.path[0]))
+        else:
+            names.add(field.alias or field_name)
+    return {name.upper() for name in names}
+
+
+def env_example_entries() -> dict[str, tuple[bool, str]]:
+    """Map each variable named in .env.example to (assigned, value); commented ones too."""
+    entries: dict[str, tuple[bool, str]] = {}
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        match = ASSIGNMENT.match(line)
+        if match:
+            commented, name, value = match.groups()
+            assigned = commented is None
+            if name in entries and entries[name][0] and assigned:
+                pytest.fail(f".env.example assigns {name} twice")
+            if assigned or name not in entries:
+                entries[name] = (assigned, value)
+    return entries
+
+
+def compose_variables() -> set[str]:
+    """Return the variables interpolated anywhere in the compose files (`$$` is a literal)."""
+    found: set[str] = set()
+    for name in COMPOSE_FILES:
+        found.update(INTERPOLATION.findall((ROOT / name).read_text(encoding="utf-8")))
+    return found
+
+
+def test_env_example_names_every_settings_variable() -> None:
+    missing = settings_env_names() - set(env_example_entries())
+    assert not missing, f".env.example does not mention: {sorted(missing)}"
+
+
+def test_env_example_has_no_unknown_variable() -> None:
+    unknown = set(env_example_entries()) - settings_env_names() - COMPOSE_ONLY
+    assert not unknown, (
+        f".env.example names variables that neither Settings nor the compose files read: "
+        f"{sorted(unknown)} (add them to Settings, or to COMPOSE_ONLY and a compose file)"
+    )
+
+
+def test_compose_only_variables_are_used_and_documented() -> None:
+    used = compose_variables()
+    entries = env_example_entries()
+    stale = COMPOSE_ONLY - used - COMPOSE_BUILTIN
+    assert not stale, f"COMPOSE_ONLY lists variables no compose file uses: {sorted(stale)}"
+    undocumented = used - set(entries)
+    assert not undocumented, f"compose files use variables .env.example omits: {undocumented}"
+
+
+def test_env_example_sets_no_password() -> None:
+    entries = env_example_entries()
+    for name in ("DB_PASSWORD", "DB_USER_PASSWORD"):
+        assigned, value = entries[name]
+        assert not assigned or not value, f"{name} must stay unset: passwords are secrets"
+
+
+def test_env_example_values_are_valid_settings() -> None:
+    # The assigned values as the env file passes them (init arguments win over the process
+    # environment that the test conftest sets); a wrong type fails validation here.
+    names = settings_env_names()
+    values = {
+        name: value
+        for name, (assigned, value) in env_example_entries().items()
+        if assigned and name in names
+    }
+    settings = Settings(_env_file=None, **values)
+    assert settings.cors_allowed_origins == ["http://localhost:3000"]
+    assert settings.keycloak_audience == []
+
+
+def _docker_compose() -> str:
+    """Return the docker-compose v1 binary, failing (not skipping) when it is missing."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail(
+            "docker-compose is not installed: the compose files cannot be validated. "
+            "Install the Debian package (apt-get install -y docker-compose); ./qi2 test does."
+        )
+    return binary
+
+
+@pytest.mark.parametrize("combination", list(OVERLAYS))
+def test_compose_combination_is_valid(combination: str) -> None:
+    files = [BASE, *OVERLAYS[combination]]
+    command = [_docker_compose(), "--env-file", str(ENV_EXAMPLE)]
+    for name in files:
+        command += ["-f", name]
+    command += ["config", "-q"]
+    # A clean environment: only .env.example feeds the interpolation, not the test process.
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "QI2_ENV_FILE": str(ENV_EXAMPLE),
+    }
+    result = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, (
+        f"docker-compose {' -f '.join(['', *files])} config -q failed:\n{result.stderr}"
+    )
+    # Compose v1 only warns about unset variables and unparsable env-file lines.
+    assert "WARNING" not in result.stderr, result.stderr
+    assert "could not parse" not in result.stderr, result.stderr
