@@ -16,6 +16,8 @@ import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+pytest_plugins = ["tests.support.live", "tests.support.fixtures"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}

@@ -175,12 +175,19 @@ def authenticate_request() -> None:
     if request.method == "OPTIONS" or _is_public(current_app, request.endpoint):
         return
     verifier: TokenVerifier = current_app.extensions["qi2_verifier"]
-    g.principal = verifier.verify(bearer_token(request.headers.get("Authorization")))
+    token = bearer_token(request.headers.get("Authorization"))
+    g.principal = verifier.verify(token)
+    g.access_token = token  # forwarded to Kheops, which trusts the same realm; never logged
 
 
 def current_user() -> Principal:
     """Return the authenticated caller of this request."""
     return g.principal
+
+
+def current_token() -> str:
+    """Return the caller's raw access token (for the image source)."""
+    return g.access_token
 
 
 def require_role(role_setting: str = "keycloak_admin_role") -> Callable[[F], F]:

@@ -8,7 +8,7 @@ from shared.clinical.models import (
 )
 from shared.collections.models import FeatureCollection
 from shared.db.base import Base
-from shared.extractions.models import ExtractionTask, FeatureExtraction
+from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
 from shared.features.models import FeatureNameSet, FeatureVector
 from shared.labels.models import Label, LabelCategory
 from shared.modeling.models import TrainedModel, TrainingRun
@@ -33,4 +33,5 @@ __all__ = [
     "NavigationEntry",
     "TrainedModel",
     "TrainingRun",
+    "WorkerCredential",
 ]

@@ -36,6 +36,9 @@ class FeatureExtraction(IdMixin, TimestampMixin, OwnedMixin, Base):
     train_test_split_type: so.Mapped[str] = so.mapped_column(sa.String(16), default="automatic")
     training_patients: so.Mapped[list[str] | None] = so.mapped_column(sa.JSON)
     test_patients: so.Mapped[list[str] | None] = so.mapped_column(sa.JSON)
+    credential_id: so.Mapped[int | None] = so.mapped_column(
+        sa.ForeignKey("worker_credential.id", ondelete="SET NULL")
+    )
 
     tasks: so.Mapped[list[ExtractionTask]] = so.relationship(
         back_populates="extraction",
@@ -68,3 +71,19 @@ class ExtractionTask(IdMixin, TimestampMixin, Base):
     finished_at: so.Mapped[dt.datetime | None]
 
     extraction: so.Mapped[FeatureExtraction] = so.relationship(back_populates="tasks")
+
+
+class WorkerCredential(IdMixin, TimestampMixin, OwnedMixin, Base):
+    """A credential the workers need (e.g. a Kheops capability token), kept server-side.
+
+    Tasks receive only the row id; the secret never travels through the broker or Flower.
+    """
+
+    __tablename__ = "worker_credential"
+    __table_args__ = TABLE_ARGS
+
+    source: so.Mapped[str] = so.mapped_column(sa.String(16))
+    album_id: so.Mapped[str] = so.mapped_column(AlbumId)
+    external_id: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    secret: so.Mapped[str] = so.mapped_column(sa.Text)
+    expires_at: so.Mapped[dt.datetime]

@@ -17,11 +17,20 @@ MODALITY = "00080060"
 MODALITIES_IN_STUDY = "00080061"
 SERIES_DESCRIPTION = "0008103E"
 NUMBER_OF_SERIES_INSTANCES = "00201209"
+NUMBER_OF_STUDY_SERIES = "00201206"
+NUMBER_OF_STUDY_INSTANCES = "00201208"
+STUDY_DESCRIPTION = "00081030"
 STRUCTURE_SET_ROI_SEQUENCE = "30060020"
 ROI_NAME = "30060026"
 SEGMENT_SEQUENCE = "00620002"
 SEGMENT_DESCRIPTION = "00620006"
 CONTOUR_MODALITIES = ("RTSTRUCT", "SEG")
+
+
+def dicom_value(obj: dict[str, Any], tag: str) -> Any:
+    """Return the first value of a tag in a DICOM JSON object, or None."""
+    values = obj.get(tag, {}).get("Value") or []
+    return values[0] if values else None
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,10 @@ class SeriesInfo:
 class ImageSource(Protocol):
     """Read access to albums of DICOM studies, with one caller's credentials."""
 
+    def list_albums(self) -> list[AlbumInfo]:
+        """Return the albums the caller can see."""
+        ...
+
     def album(self, album_id: str) -> AlbumInfo:
         """Return the album's details; NotFound when it does not exist or is not visible."""
         ...
@@ -69,7 +82,9 @@ class ImageSource(Protocol):
         """Return a study's series, optionally only those of the given modalities."""
         ...
 
-    def series_metadata(self, album_id: str, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
+    def series_metadata(
+        self, album_id: str, study_uid: str, series_uid: str
+    ) -> list[dict[str, Any]]:
         """Return the DICOM JSON metadata of every instance of a series (no pixel data)."""
         ...
 

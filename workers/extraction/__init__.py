@@ -1,1 +1,1 @@
-"""Radiomics extraction: DICOM -> image + mask -> preprocessing -> PyRadiomics (pure), and its task."""
+"""Radiomics extraction: DICOM -> image + mask -> preprocessing -> PyRadiomics, and its task."""

@@ -1,0 +1,183 @@
+"""Extraction rules for the workers: claim a study, record progress, finish, fail, recover.
+
+Every function takes a session and never commits; the task commits after each step so the
+row (the truth) is visible to the web app while the study runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from shared.db.base import utcnow
+from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
+from shared.extractions.service import mark_finished
+
+MAX_ATTEMPTS = 2
+TOTAL_STEPS = 2
+LOST_MESSAGE = "The worker processing this study stopped unexpectedly"
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """Plain inputs of one study's work (no ORM objects outlive the session)."""
+
+    task_row_id: int
+    extraction_id: int
+    user_id: str
+    album_id: str
+    study_uid: str
+    config_yaml: str
+    rois: list[str]
+    credential: str | None
+    attempt: int
+
+
+def claim(session: so.Session, *, task_row_id: int, celery_id: str | None) -> StudyJob | None:
+    """Mark a task STARTED and return its inputs; None when it was cancelled or is done.
+
+    A task claimed again after a crash (late ack redelivery) counts an attempt; past
+    MAX_ATTEMPTS it is failed instead of being run forever.
+    """
+    task = session.get(ExtractionTask, task_row_id, with_for_update=True)
+    if task is None or task.status in ("SUCCESS", "FAILURE"):
+        return None
+    if task.attempts >= MAX_ATTEMPTS:
+        fail(session, task=task, message=f"{LOST_MESSAGE} ({task.attempts} attempts)")
+        return None
+    extraction = task.extraction
+    task.attempts += 1
+    task.status = "STARTED"
+    task.task_id = celery_id or task.task_id
+    task.started_at = utcnow()
+    task.error = None
+    session.flush()
+    return StudyJob(
+        task_row_id=task.id,
+        extraction_id=extraction.id,
+        user_id=extraction.user_id,
+        album_id=extraction.album_id,
+        study_uid=task.study_uid,
+        config_yaml=extraction.config_yaml,
+        rois=list(extraction.rois),
+        credential=_credential(session, extraction),
+        attempt=task.attempts,
+    )
+
+
+def _credential(session: so.Session, extraction: FeatureExtraction) -> str | None:
+    """Look up the stored credential of an extraction, if it has one and it is valid."""
+    if extraction.credential_id is None:
+        return None
+    credential = session.get(WorkerCredential, extraction.credential_id)
+    if credential is None or credential.expires_at <= utcnow():
+        return None
+    return credential.secret
+
+
+def progress(
+    session: so.Session, *, task_row_id: int, step: int, message: str
+) -> ExtractionTask | None:
+    """Record a step; None when the extraction was cancelled meanwhile."""
+    task = session.get(ExtractionTask, task_row_id)
+    if task is None:
+        return None
+    task.status = "PROGRESS"
+    task.current_step = step
+    task.total_steps = TOTAL_STEPS
+    task.status_message = message
+    session.flush()
+    return task
+
+
+def succeed(
+    session: so.Session, *, task_row_id: int, patient_id: str | None, warnings: list[str]
+) -> ExtractionTask | None:
+    """Mark a study done (its vectors were stored in the same transaction)."""
+    task = session.get(ExtractionTask, task_row_id)
+    if task is None:
+        return None
+    task.status = "SUCCESS"
+    task.current_step = task.total_steps = TOTAL_STEPS
+    task.status_message = "Extraction Complete"
+    task.patient_id = patient_id or task.patient_id
+    task.warnings = warnings or None
+    task.finished_at = utcnow()
+    session.flush()
+    return task
+
+
+def fail(session: so.Session, *, task: ExtractionTask, message: str) -> ExtractionTask:
+    """Mark a study failed with a readable message."""
+    task.status = "FAILURE"
+    task.status_message = "Failure"
+    task.error = message[:4000]
+    task.finished_at = utcnow()
+    session.flush()
+    return task
+
+
+def fail_by_id(session: so.Session, *, task_row_id: int, message: str) -> ExtractionTask | None:
+    """Mark a study failed, if it still exists."""
+    task = session.get(ExtractionTask, task_row_id)
+    return None if task is None else fail(session, task=task, message=message)
+
+
+def finish_if_done(session: so.Session, *, extraction_id: int) -> FeatureExtraction | None:
+    """Return the extraction when this call marked it finished (all studies ended)."""
+    extraction = session.get(FeatureExtraction, extraction_id, with_for_update=True)
+    if extraction is None:
+        return None
+    session.refresh(extraction, attribute_names=["tasks"])
+    if not mark_finished(extraction):
+        return None
+    _drop_credential(session, extraction)
+    session.flush()
+    return extraction
+
+
+def _drop_credential(session: so.Session, extraction: FeatureExtraction) -> None:
+    """Forget the stored credential once no study needs it any more."""
+    if extraction.credential_id is not None:
+        credential = session.get(WorkerCredential, extraction.credential_id)
+        extraction.credential_id = None
+        if credential is not None:
+            session.delete(credential)
+
+
+def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[int]:
+    """Fail tasks that claim to run but have not reported for longer than any task may run.
+
+    This is the backstop for a whole worker killed hard (its late-acked message would come
+    back only after the broker's visibility timeout).
+    """
+    cutoff = utcnow() - older_than
+    stale = session.scalars(
+        sa.select(ExtractionTask).where(
+            ExtractionTask.status.in_(("STARTED", "PROGRESS")),
+            ExtractionTask.updated_at < cutoff,
+        )
+    ).all()
+    for task in stale:
+        fail(session, task=task, message=LOST_MESSAGE)
+    return [task.feature_extraction_id for task in stale]
+
+
+def study_event(task: ExtractionTask) -> dict[str, Any]:
+    """Build the `feature-status` payload of a task."""
+    if task.status == "FAILURE":
+        message = task.error or "Failure"
+    elif task.status == "SUCCESS":
+        message = "Extraction Complete"
+    else:
+        message = f"{task.current_step}/{task.total_steps} - {task.status_message}"
+    return {
+        "task_id": task.task_id,
+        "feature_extraction_task_id": task.id,
+        "status": task.status,
+        "status_message": message,
+    }

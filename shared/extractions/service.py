@@ -1,0 +1,212 @@
+"""Extraction rules for the web edge: create, read, split, status, cancel.
+
+Status is computed from the task rows alone (no Redis), so it survives a broker outage.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from shared.db.base import utcnow
+from shared.errors import Conflict, NotFound
+from shared.extractions.models import ExtractionTask, FeatureExtraction
+from shared.extractions.schemas import (
+    ExtractionRead,
+    ExtractionStatus,
+    ExtractionUpdate,
+    FormattedTask,
+    RawTask,
+)
+from shared.features.models import FeatureNameSet, FeatureVector
+from shared.imaging.source import StudyInfo
+
+DONE = ("SUCCESS", "FAILURE")
+
+
+def celery_task_id(task_row_id: int) -> str:
+    """Return a fresh Celery id for a task row (stored before queueing, so it can be revoked)."""
+    return f"qi2-study-{task_row_id}-{uuid.uuid4().hex[:12]}"
+
+
+def get_owned(session: so.Session, *, user_id: str, extraction_id: int) -> FeatureExtraction:
+    """Return the caller's extraction; another user's answers exactly like a missing one."""
+    extraction = session.get(FeatureExtraction, extraction_id)
+    if extraction is None or extraction.user_id != user_id:
+        raise NotFound("Feature extraction not found")
+    return extraction
+
+
+def latest_for_album(
+    session: so.Session, *, user_id: str, album_id: str
+) -> FeatureExtraction | None:
+    """Return the user's most recent extraction of an album (highest id), if any."""
+    query = (
+        sa.select(FeatureExtraction)
+        .where(FeatureExtraction.user_id == user_id, FeatureExtraction.album_id == album_id)
+        .order_by(FeatureExtraction.id.desc())
+        .limit(1)
+    )
+    return session.scalar(query)
+
+
+def previous_for_album(
+    session: so.Session, *, extraction: FeatureExtraction
+) -> FeatureExtraction | None:
+    """Return the same user's extraction of the same album just before this one."""
+    query = (
+        sa.select(FeatureExtraction)
+        .where(
+            FeatureExtraction.user_id == extraction.user_id,
+            FeatureExtraction.album_id == extraction.album_id,
+            FeatureExtraction.id < extraction.id,
+        )
+        .order_by(FeatureExtraction.id.desc())
+        .limit(1)
+    )
+    return session.scalar(query)
+
+
+def create(
+    session: so.Session,
+    *,
+    user_id: str,
+    album_id: str,
+    album_name: str,
+    config_yaml: str,
+    rois: Sequence[str],
+    studies: Sequence[StudyInfo],
+    credential_id: int | None = None,
+) -> FeatureExtraction:
+    """Create an extraction with one PENDING task per study (ids ready for queueing)."""
+    extraction = FeatureExtraction(
+        user_id=user_id,
+        album_id=album_id,
+        album_name=album_name,
+        config_yaml=config_yaml,
+        rois=list(rois),
+        result_id=uuid.uuid4().hex,
+        credential_id=credential_id,
+    )
+    session.add(extraction)
+    session.flush()
+    for study in studies:
+        task = ExtractionTask(
+            feature_extraction_id=extraction.id,
+            study_uid=study.study_uid,
+            patient_id=study.patient_id,
+        )
+        extraction.tasks.append(task)
+    session.flush()
+    for task in extraction.tasks:
+        task.task_id = celery_task_id(task.id)
+    session.flush()
+    return extraction
+
+
+def update_split(
+    session: so.Session, *, extraction: FeatureExtraction, changes: ExtractionUpdate
+) -> FeatureExtraction:
+    """Apply the split fields present in the request (null clears the patient lists)."""
+    for name in changes.model_fields_set:
+        value = getattr(changes, name)
+        if value is None and name in ("data_splitting_type", "train_test_split_type"):
+            continue  # these columns always hold one of their values
+        setattr(extraction, name, value)
+    session.flush()
+    return extraction
+
+
+def compute_status(extraction: FeatureExtraction) -> ExtractionStatus:
+    """Count the task states; an extraction is ready when every study ended."""
+    tasks = extraction.tasks
+    succeeded = sum(t.status == "SUCCESS" for t in tasks)
+    failed = [t for t in tasks if t.status == "FAILURE"]
+    pending = sum(t.status == "PENDING" for t in tasks)
+    ready = succeeded + len(failed) == len(tasks)
+    errors = {t.study_uid: [t.error or t.status_message] for t in failed}
+    return ExtractionStatus(
+        ready=ready,
+        successful=ready and not failed,
+        failed=bool(failed),
+        total_tasks=len(tasks),
+        pending_tasks=pending,
+        completed_tasks=succeeded,
+        failed_tasks=len(failed),
+        errors=errors if extraction.result_id else None,
+    )
+
+
+def stored_summary(
+    session: so.Session, *, extraction_id: int
+) -> tuple[list[str], list[str], list[str]]:
+    """Return the modalities, ROIs and feature names actually stored for an extraction."""
+    pairs = session.execute(
+        sa.select(FeatureVector.modality, FeatureVector.roi, FeatureVector.name_set_id)
+        .where(FeatureVector.feature_extraction_id == extraction_id)
+        .distinct()
+    ).all()
+    name_set_ids = {row.name_set_id for row in pairs}
+    names: set[str] = set()
+    if name_set_ids:
+        for text in session.scalars(
+            sa.select(FeatureNameSet.names).where(FeatureNameSet.id.in_(name_set_ids))
+        ):
+            names.update(text.split("\n"))
+    modalities = sorted({row.modality for row in pairs})
+    rois = sorted({row.roi for row in pairs})
+    return modalities, rois, sorted(names)
+
+
+def to_read(
+    session: so.Session, extraction: FeatureExtraction, *, formatted_tasks: bool
+) -> ExtractionRead:
+    """Build the wire shape: raw tasks (E1, E8) or formatted ones (E2, E3, E4)."""
+    modalities, rois, names = stored_summary(session, extraction_id=extraction.id)
+    tasks: list[RawTask] | list[FormattedTask]
+    if formatted_tasks:
+        tasks = [FormattedTask.from_row(t) for t in extraction.tasks]
+    else:
+        tasks = [RawTask.model_validate(t) for t in extraction.tasks]
+    return ExtractionRead(
+        id=extraction.id,
+        created_at=extraction.created_at,
+        updated_at=extraction.updated_at,
+        user_id=extraction.user_id,
+        album_id=extraction.album_id,
+        feature_definitions=names,
+        data_splitting_type=extraction.data_splitting_type,
+        train_test_split_type=extraction.train_test_split_type,
+        training_patients=extraction.training_patients,
+        test_patients=extraction.test_patients,
+        modalities=modalities,
+        rois=rois or list(extraction.rois),
+        tasks=tasks,
+        result_id=extraction.result_id,
+        status=compute_status(extraction),
+    )
+
+
+def cancel(session: so.Session, *, extraction: FeatureExtraction) -> list[str]:
+    """Delete a running extraction with its tasks and values; return the Celery ids to revoke.
+
+    A finished extraction cannot be cancelled: that would silently delete its collections and
+    models (a fault of the old backend).
+    """
+    if extraction.finished_at is not None or compute_status(extraction).ready:
+        raise Conflict("This extraction has finished; there is nothing to cancel")
+    task_ids = [t.task_id for t in extraction.tasks if t.task_id and t.status not in DONE]
+    session.delete(extraction)
+    session.flush()
+    return task_ids
+
+
+def mark_finished(extraction: FeatureExtraction) -> bool:
+    """Stamp `finished_at` once every study ended; return True when this call did it."""
+    if extraction.finished_at is None and compute_status(extraction).ready:
+        extraction.finished_at = utcnow()
+        return True
+    return False

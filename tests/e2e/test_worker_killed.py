@@ -1,0 +1,107 @@
+"""A worker process killed with SIGKILL in the middle of a study: the study is redone, not stuck."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from shared.extractions.models import ExtractionTask
+from shared.features.models import FeatureVector
+from shared.imaging.factory import local_albums_root
+from shared.presets.service import DEFAULTS_DIR
+from tests.conftest import SHARED_DATA
+from tests.support.live import wait_until
+
+pytestmark = pytest.mark.e2e
+ALBUM = "e2e-killed"
+
+
+@pytest.fixture(scope="module")
+def album(settings) -> str:
+    """One STS patient (CT + PET + MR with their RTSTRUCTs) as a local album."""
+    root = local_albums_root(settings) / ALBUM
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(SHARED_DATA / "sts" / "STS_002", root / "STS_002")
+    return ALBUM
+
+
+def slow_config() -> dict:
+    """The PET/CT preset with wavelet filters on CT, so a study runs for several seconds."""
+    config = yaml.safe_load((DEFAULTS_DIR / "PETCT_all.yaml").read_text())
+    block = config["feature_extraction"]["CT"]["pyradiomics"]["original"]
+    block["imageType"] = {"Original": {}, "Wavelet": {}}
+    return config
+
+
+def task_row(engine, extraction_id: int) -> ExtractionTask:
+    """Read the single task row of the extraction."""
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(ExtractionTask).where(ExtractionTask.feature_extraction_id == extraction_id)
+        ).one()
+
+
+def test_killed_worker_process_leads_to_the_study_being_redone(
+    live_url, live_db, start_worker, album, auth
+):
+    worker = start_worker("extraction", concurrency=1)
+    headers = auth.headers("alice")
+    response = httpx.post(
+        f"{live_url}/extract/album/{album}",
+        json={"config": slow_config(), "rois": ["GTV_Mass_CT"]},
+        headers=headers,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    extraction_id = response.json()["id"]
+
+    # Wait until the study is being computed, then kill the pool process doing it.
+    wait_until(
+        lambda: task_row(live_db, extraction_id).status_message == "Processing data",
+        120,
+        interval=0.05,
+    )
+    victims = worker.child_pids()
+    assert victims
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    killed_during = task_row(live_db, extraction_id)
+    print(
+        f"\nkilled pool process(es) {victims} while the task was "
+        f"{killed_during.status} '{killed_during.status_message}' (attempt "
+        f"{killed_during.attempts})"
+    )
+
+    status = wait_until(
+        lambda: (
+            (
+                s := httpx.get(
+                    f"{live_url}/extractions/{extraction_id}/status", headers=headers
+                ).json()
+            )["ready"]
+            and s
+        ),
+        300,
+    )
+    final = task_row(live_db, extraction_id)
+    with live_db.connect() as connection:
+        vectors = connection.execute(
+            sa.select(FeatureVector.modality, FeatureVector.roi).where(
+                FeatureVector.feature_extraction_id == extraction_id
+            )
+        ).all()
+    print(
+        f"after the kill: status={final.status} attempts={final.attempts} vectors={vectors} "
+        f"-> {status}"
+    )
+    assert killed_during.status == "PROGRESS" and killed_during.attempts == 1
+    assert final.status == "SUCCESS", final.error
+    assert final.attempts == 2
+    # combine_segmentation: the CT contour also applies to the PET; each stored exactly once.
+    assert sorted(vectors) == [("CT", "GTV_Mass_CT"), ("PT", "GTV_Mass_CT")]

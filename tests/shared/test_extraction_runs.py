@@ -1,0 +1,119 @@
+"""Worker-side extraction rules: claiming, retries after a crash, stale tasks, credentials."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+
+from shared.db.base import utcnow
+from shared.extractions import runs, service
+from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
+from shared.imaging.source import StudyInfo
+
+
+def make_extraction(db, n: int = 2, credential_id: int | None = None) -> FeatureExtraction:
+    """An extraction of n studies."""
+    extraction = service.create(
+        db,
+        user_id="user-bob",
+        album_id="album-1",
+        album_name="Album 1",
+        config_yaml="feature_extraction: {}\n",
+        rois=["GTV"],
+        studies=[StudyInfo(f"1.2.3.{i}", f"P{i}") for i in range(n)],
+        credential_id=credential_id,
+    )
+    db.flush()
+    return extraction
+
+
+def test_claim_marks_started_and_returns_plain_inputs(db):
+    extraction = make_extraction(db)
+    task = extraction.tasks[0]
+    job = runs.claim(db, task_row_id=task.id, celery_id="celery-1")
+    assert job is not None and job.study_uid == "1.2.3.0" and job.attempt == 1
+    assert task.status == "STARTED" and task.task_id == "celery-1"
+    assert job.credential is None
+
+
+def test_redelivered_task_is_retried_then_failed(db):
+    task = make_extraction(db).tasks[0]
+    assert runs.claim(db, task_row_id=task.id, celery_id="a").attempt == 1
+    assert runs.claim(db, task_row_id=task.id, celery_id="b").attempt == 2  # after a crash
+    assert runs.claim(db, task_row_id=task.id, celery_id="c") is None  # no endless loop
+    assert task.status == "FAILURE"
+    assert "stopped unexpectedly" in task.error
+
+
+def test_ended_or_cancelled_tasks_are_not_claimed(db):
+    extraction = make_extraction(db)
+    done = extraction.tasks[0]
+    done.status = "SUCCESS"
+    db.flush()
+    assert runs.claim(db, task_row_id=done.id, celery_id="x") is None
+    assert runs.claim(db, task_row_id=987654321, celery_id="x") is None
+
+
+def test_extraction_finishes_when_every_study_ended_even_with_failures(db):
+    extraction = make_extraction(db, n=2)
+    first, second = extraction.tasks
+    runs.succeed(db, task_row_id=first.id, patient_id="P0", warnings=[])
+    assert runs.finish_if_done(db, extraction_id=extraction.id) is None
+    runs.fail(db, task=second, message="No contours")
+    finished = runs.finish_if_done(db, extraction_id=extraction.id)
+    assert finished is not None and finished.finished_at is not None
+    status = service.compute_status(finished)
+    assert status.ready and status.failed and not status.successful
+    assert runs.finish_if_done(db, extraction_id=extraction.id) is None  # only once
+
+
+def test_stale_running_tasks_are_failed(db):
+    extraction = make_extraction(db, n=2)
+    stale, fresh = extraction.tasks
+    runs.claim(db, task_row_id=stale.id, celery_id="a")
+    runs.claim(db, task_row_id=fresh.id, celery_id="b")
+    db.execute(
+        sa.update(ExtractionTask)
+        .where(ExtractionTask.id == stale.id)
+        .values(updated_at=utcnow() - dt.timedelta(hours=5))
+    )
+    db.expire_all()
+    failed = runs.fail_stale(db, older_than=dt.timedelta(hours=3))
+    assert failed == [extraction.id]
+    assert db.get(ExtractionTask, stale.id).status == "FAILURE"
+    assert db.get(ExtractionTask, fresh.id).status == "STARTED"
+
+
+def test_credential_is_looked_up_by_id_and_dropped_at_the_end(db):
+    credential = WorkerCredential(
+        user_id="user-bob",
+        source="kheops",
+        album_id="album-1",
+        external_id="cap-1",
+        secret="s3cret",
+        expires_at=utcnow() + dt.timedelta(hours=1),
+    )
+    db.add(credential)
+    db.flush()
+    extraction = make_extraction(db, n=1, credential_id=credential.id)
+    job = runs.claim(db, task_row_id=extraction.tasks[0].id, celery_id="a")
+    assert job.credential == "s3cret"
+    runs.succeed(db, task_row_id=extraction.tasks[0].id, patient_id="P0", warnings=[])
+    runs.finish_if_done(db, extraction_id=extraction.id)
+    assert db.get(WorkerCredential, credential.id) is None
+    assert extraction.credential_id is None
+
+
+def test_expired_credential_is_not_used(db):
+    credential = WorkerCredential(
+        user_id="user-bob",
+        source="kheops",
+        album_id="album-1",
+        secret="old",
+        expires_at=utcnow() - dt.timedelta(minutes=1),
+    )
+    db.add(credential)
+    db.flush()
+    extraction = make_extraction(db, n=1, credential_id=credential.id)
+    assert runs.claim(db, task_row_id=extraction.tasks[0].id, celery_id="a").credential is None

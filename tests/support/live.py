@@ -1,0 +1,146 @@
+"""Live services for end-to-end tests: the app on a real port, real Celery workers, committed data.
+
+End-to-end tests cannot use the per-test rollback: workers are other processes and only see
+committed rows. They use `live_db`, which commits for real and empties every table afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+from werkzeug.serving import make_server
+
+from shared.db import session as db_session
+from shared.db.all_models import Base
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def empty_all_tables(engine: sa.Engine) -> None:
+    """Delete every row of every table (children first)."""
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture(scope="module")
+def live_db(engine: sa.Engine) -> Iterator[sa.Engine]:
+    """Sessions that really commit (visible to worker processes); tables emptied afterwards."""
+    db_session.configure(engine=engine)
+    empty_all_tables(engine)
+    yield engine
+    empty_all_tables(engine)
+
+
+@pytest.fixture(scope="module")
+def live_url(app, live_db) -> Iterator[str]:
+    """Serve the app (REST + Socket.IO) on a loopback port."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess of this project."""
+
+    def __init__(self, queue: str, concurrency: int, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.handle = log.open("wb")
+        self.process = subprocess.Popen(
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "workers.celery_app",
+                "worker",
+                "-Q",
+                queue,
+                "-c",
+                str(concurrency),
+                "-P",
+                "prefork",
+                "-n",
+                f"{queue}-{os.getpid()}-{time.monotonic_ns()}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait for Celery's 'ready' line."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if b"ready." in self.log.read_bytes():
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(f"celery worker did not start:\n{self.log.read_text()[-3000:]}")
+
+    def child_pids(self) -> list[int]:
+        """Return the pool processes' pids."""
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True
+        ).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self) -> None:
+        """Warm shutdown, then kill if it hangs."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.handle.close()
+
+
+@pytest.fixture(scope="module")
+def start_worker(settings, tmp_path_factory) -> Iterator[Callable[..., WorkerProcess]]:
+    """Factory of real Celery workers sharing the test settings (stopped at module end)."""
+    started: list[WorkerProcess] = []
+    broker = redis.Redis.from_url(settings.celery_broker_url)
+    broker.flushdb()
+
+    def start(queue: str = "extraction", concurrency: int = 2, **env: str) -> WorkerProcess:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        log = tmp_path_factory.mktemp("worker") / f"{queue}.log"
+        worker = WorkerProcess(queue, concurrency, full_env, log)
+        started.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+    broker.flushdb()
+    broker.close()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.3) -> object:
+    """Poll until the predicate returns something truthy; fail after the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")

@@ -1,0 +1,141 @@
+"""Celery edge of the extraction: claim the study, fetch, compute, store, notify.
+
+The session is closed during download and compute (no MySQL connection held for minutes);
+every state change is committed to the task row before the matching event is published.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from shared import jobs
+from shared.config import get_settings
+from shared.db.session import session_scope
+from shared.errors import DomainError
+from shared.extractions import notify, runs
+from shared.features import storage
+from shared.imaging.factory import image_source
+from shared.imaging.source import CONTOUR_MODALITIES
+from shared.presets.config_schema import ExtractionConfig, parse_yaml, validate_config
+from workers.celery_app import app
+from workers.extraction import pipeline
+
+log = logging.getLogger(__name__)
+SETTINGS = get_settings()
+
+
+class Cancelled(Exception):
+    """The extraction was cancelled while this study ran."""
+
+
+@app.task(
+    name=jobs.EXTRACT_STUDY,
+    bind=True,
+    soft_time_limit=SETTINGS.extraction_task_time_limit - 60,
+    time_limit=SETTINGS.extraction_task_time_limit,
+)
+def extract_study(self, task_row_id: int) -> str:
+    """Extract the features of one study of an extraction."""
+    with session_scope() as session:
+        job = runs.claim(session, task_row_id=task_row_id, celery_id=self.request.id)
+    if job is None:
+        log.info("task %s: nothing to do (cancelled or already ended)", task_row_id)
+        return "skipped"
+    log.info("task %s: study %s, attempt %d", task_row_id, job.study_uid, job.attempt)
+    try:
+        _run(job)
+        return "success"
+    except Cancelled:
+        log.info("task %s: extraction cancelled", task_row_id)
+        return "cancelled"
+    except (pipeline.ExtractionError, DomainError) as exc:
+        _fail(job, str(exc))
+    except SoftTimeLimitExceeded:
+        _fail(job, f"The study took longer than {SETTINGS.extraction_task_time_limit} s")
+    except Exception as exc:  # record it on the row; the rest of the album goes on
+        log.exception("task %s: unexpected error", task_row_id)
+        _fail(job, f"Unexpected error while processing the study: {type(exc).__name__}: {exc}")
+    finally:
+        _finish_extraction(job.extraction_id)
+    return "failure"
+
+
+def _run(job: runs.StudyJob) -> None:
+    """Fetch only the needed series, extract, store the vectors and mark the study done."""
+    config = validate_config(parse_yaml(job.config_yaml))
+    with tempfile.TemporaryDirectory(prefix=f"qi2-study-{job.task_row_id}-") as tmp:
+        _step(job, 1, "Fetching DICOM files")
+        study_dir = _fetch(job, config, Path(tmp))
+        _step(job, 2, "Processing data")
+        result = pipeline.extract_study(study_dir, config, job.rois)
+    with session_scope() as session:
+        vectors = [
+            storage.VectorIn(modality=v.modality, roi=v.roi, names=v.names, values=v.values)
+            for v in result.vectors
+        ]
+        if runs.progress(session, task_row_id=job.task_row_id, step=2, message="Storing") is None:
+            raise Cancelled
+        storage.store_study_vectors(
+            session, extraction_id=job.extraction_id, task_id=job.task_row_id, vectors=vectors
+        )
+        task = runs.succeed(
+            session,
+            task_row_id=job.task_row_id,
+            patient_id=result.patient_id,
+            warnings=result.warnings,
+        )
+        session.flush()
+        if task is not None:
+            session.commit()
+            notify.study_changed(session, task, job.user_id)
+
+
+def _fetch(job: runs.StudyJob, config: ExtractionConfig, dest: Path) -> Path:
+    """Download the study's contours, then only the image series the chosen ROIs need."""
+    source = image_source(SETTINGS, credential=job.credential)
+    series = source.list_series(job.album_id, job.study_uid)
+    contours = [s for s in series if s.modality in CONTOUR_MODALITIES]
+    if not contours:
+        raise pipeline.ExtractionError("The study has no RTSTRUCT or SEG series (no contours)")
+    contour_files: list[Path] = []
+    for item in contours:
+        contour_files += source.download_series(
+            job.album_id, job.study_uid, item.series_uid, dest / item.series_uid
+        )
+    needed = pipeline.plan_series(contour_files, series, config, job.rois)
+    for uid in sorted(needed):
+        source.download_series(job.album_id, job.study_uid, uid, dest / uid)
+    return dest
+
+
+def _step(job: runs.StudyJob, step: int, message: str) -> None:
+    """Record and announce a step; stop when the extraction was cancelled."""
+    with session_scope() as session:
+        task = runs.progress(session, task_row_id=job.task_row_id, step=step, message=message)
+        if task is None:
+            raise Cancelled
+        session.commit()
+        notify.study_changed(session, task, job.user_id)
+
+
+def _fail(job: runs.StudyJob, message: str) -> None:
+    """Record a failed study with its readable message."""
+    log.warning("task %s: study %s failed: %s", job.task_row_id, job.study_uid, message)
+    with session_scope() as session:
+        task = runs.fail_by_id(session, task_row_id=job.task_row_id, message=message)
+        if task is not None:
+            session.commit()
+            notify.study_changed(session, task, job.user_id)
+
+
+def _finish_extraction(extraction_id: int) -> None:
+    """When every study ended, stamp the extraction and send the full object."""
+    with session_scope() as session:
+        extraction = runs.finish_if_done(session, extraction_id=extraction_id)
+        if extraction is not None:
+            session.commit()
+            notify.extraction_finished(session, extraction)

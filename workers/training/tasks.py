@@ -1,0 +1,3 @@
+"""Celery edge of model training."""
+
+from __future__ import annotations
