@@ -1,10 +1,12 @@
-"""A worker process killed with SIGKILL in the middle of a study: the study is redone, not stuck."""
+"""Interrupted studies: a worker process killed with SIGKILL mid-study (redone, never stuck) and an
+extraction cancelled while it runs (stopped, rows and values gone, the worker keeps serving)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import time
 
 import httpx
 import pytest
@@ -47,11 +49,14 @@ def task_row(engine, extraction_id: int) -> ExtractionTask:
         ).one()
 
 
-def test_killed_worker_process_leads_to_the_study_being_redone(
-    live_url, live_db, start_worker, album, auth
-):
-    worker = start_worker("extraction", concurrency=1)
-    headers = auth.headers("alice")
+@pytest.fixture(scope="module")
+def worker(start_worker):
+    """One real extraction worker with a single pool process."""
+    return start_worker("extraction", concurrency=1)
+
+
+def start_slow(live_url: str, headers: dict, album: str) -> int:
+    """Start the slow extraction; return its id."""
     response = httpx.post(
         f"{live_url}/extract/album/{album}",
         json={"config": slow_config(), "rois": ["GTV_Mass_CT"]},
@@ -59,7 +64,14 @@ def test_killed_worker_process_leads_to_the_study_being_redone(
         timeout=30,
     )
     assert response.status_code == 200, response.text
-    extraction_id = response.json()["id"]
+    return response.json()["id"]
+
+
+def test_killed_worker_process_leads_to_the_study_being_redone(
+    live_url, live_db, worker, album, auth
+):
+    headers = auth.headers("alice")
+    extraction_id = start_slow(live_url, headers, album)
 
     # Wait until the study is being computed, then kill the pool process doing it.
     wait_until(
@@ -105,3 +117,46 @@ def test_killed_worker_process_leads_to_the_study_being_redone(
     assert final.attempts == 2
     # combine_segmentation: the CT contour also applies to the PET; each stored exactly once.
     assert sorted(vectors) == [("CT", "GTV_Mass_CT"), ("PT", "GTV_Mass_CT")]
+
+
+def test_cancel_stops_a_running_extraction(live_url, live_db, worker, album, auth):
+    headers = auth.headers("alice")
+    extraction_id = start_slow(live_url, headers, album)
+    wait_until(
+        lambda: task_row(live_db, extraction_id).status_message == "Processing data",
+        120,
+        interval=0.05,
+    )
+    response = httpx.post(f"{live_url}/extractions/{extraction_id}/cancel", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["cancelled"] is True
+    time.sleep(3)  # give a surviving task every chance to write values
+    with live_db.connect() as connection:
+        leftovers = [
+            connection.execute(
+                sa.select(sa.func.count()).select_from(model).where(column == extraction_id)
+            ).scalar_one()
+            for model, column in (
+                (ExtractionTask, ExtractionTask.feature_extraction_id),
+                (FeatureVector, FeatureVector.feature_extraction_id),
+            )
+        ]
+    assert leftovers == [0, 0]
+    gone = httpx.get(f"{live_url}/extractions/{extraction_id}/status", headers=headers)
+    assert gone.status_code == 404
+    # The worker recovered from the termination and serves the next extraction.
+    next_id = start_slow(live_url, headers, album)
+    status = wait_until(
+        lambda: (
+            (s := httpx.get(f"{live_url}/extractions/{next_id}/status", headers=headers).json())[
+                "ready"
+            ]
+            and s
+        ),
+        300,
+    )
+    print(
+        f"\ncancelled extraction {extraction_id} mid-study: rows and values gone; "
+        f"next extraction {next_id}: {status}"
+    )
+    assert status["successful"]

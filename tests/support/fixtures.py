@@ -41,7 +41,7 @@ class Cohort:
 def sts_dir() -> Path:
     """The ten STS patients (read-only)."""
     if not STS_DIR.is_dir():
-        pytest.skip(f"STS data not found at {STS_DIR}")
+        pytest.fail(f"STS data not found at {STS_DIR} (shared/ must sit beside the clone)")
     return STS_DIR
 
 
@@ -60,7 +60,7 @@ def sts_studies(sts_dir: Path) -> dict[str, str]:
 def orthanc(sts_dir: Path) -> Iterator[OrthancServer]:
     """Orthanc + DICOMweb on loopback holding the ten STS patients."""
     if not available():
-        pytest.skip("Orthanc and its DICOMweb plugin are not installed")
+        pytest.fail("Orthanc and its DICOMweb plugin are not installed (./qi2 test installs them)")
     base = SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="qi2-orthanc-", dir=base) as tmp:
         server = OrthancServer(Path(tmp)).start()

@@ -268,3 +268,19 @@ def test_album_rois_recomputed_when_studies_change(client, auth, album, db):
     cache.study_uids, cache.rois = ["1.2.3"], {"stale": 1}
     db.commit()
     assert client.get(f"/albums/{album}", headers=auth.headers()).json == {"GTV": N_PATIENTS}
+
+
+def test_status_works_with_redis_down(app, client, auth, album, config, queue):
+    extraction = start(client, auth, album, config).json
+    settings = app.config["SETTINGS"]
+    saved = settings.celery_broker_url, settings.celery_result_backend
+    # Nothing listens on port 1: any Redis access would fail.
+    settings.celery_broker_url = settings.celery_result_backend = "redis://127.0.0.1:1/0"
+    try:
+        for url in (f"/extractions/{extraction['id']}/status", f"/extractions/{extraction['id']}",
+                    f"/extractions/album/{album}"):
+            response = client.get(url, headers=auth.headers())
+            assert response.status_code == 200, url
+        assert client.get("/health/ready").status_code == 503  # the probe does see it
+    finally:
+        settings.celery_broker_url, settings.celery_result_backend = saved
