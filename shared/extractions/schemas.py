@@ -63,10 +63,10 @@ class FormattedTask(ReadSchema):
     @classmethod
     def from_row(cls, task: ExtractionTask) -> FormattedTask:
         """Format the status message as `current/total - message`."""
-        if task.status == "PENDING":
-            message = "Waiting to start"
-        elif task.status == "FAILURE":
+        if task.status == "FAILURE":
             message = task.error or task.status_message
+        elif task.status == "PENDING" or task.total_steps == 0:
+            message = "Waiting to start"
         else:
             message = f"{task.current_step}/{task.total_steps} - {task.status_message}"
         return cls(
