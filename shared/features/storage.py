@@ -200,20 +200,25 @@ def _pick_tasks(rows: Sequence[Any], warnings: list[str]) -> tuple[dict[str, int
     """Choose one task per patient; return (patient → task id, patients without values).
 
     Rule: when several studies of one patient have values, the most recently created task
-    (highest id) wins and the others are reported, never averaged. A study without PatientID
-    stands for its own patient under its study UID, with a warning.
+    (highest id) wins and the others are reported, never averaged. A study with values but no
+    PatientID stands for its own patient under its study UID; one with neither is not padded
+    (the caller may pad the album's patients). Both are reported.
     """
     tasks_of: dict[str, list[int]] = defaultdict(list)
-    study_of: dict[int, str] = {}
+    study_of: dict[int, tuple[str, str | None]] = {}
     with_values: set[int] = set()
     for row in rows:
-        if row.id not in study_of:
-            study_of[row.id] = row.study_uid
-            if not row.patient_id:
-                warnings.append(f"Study {row.study_uid} has no PatientID; its study UID is used")
-            tasks_of[row.patient_id or row.study_uid].append(row.id)
+        study_of.setdefault(row.id, (row.study_uid, row.patient_id))
         if row.modality is not None:
             with_values.add(row.id)
+    for task_id, (study_uid, patient_id) in study_of.items():
+        if patient_id:
+            tasks_of[patient_id].append(task_id)
+        elif task_id in with_values:
+            warnings.append(f"Study {study_uid} has no PatientID; its study UID is used")
+            tasks_of[study_uid].append(task_id)
+        else:
+            warnings.append(f"Study {study_uid} has neither values nor a PatientID; not padded")
     chosen: dict[str, int] = {}
     for patient, tasks in tasks_of.items():
         candidates = sorted(t for t in tasks if t in with_values)
@@ -221,10 +226,10 @@ def _pick_tasks(rows: Sequence[Any], warnings: list[str]) -> tuple[dict[str, int
             continue
         chosen[patient] = candidates[-1]
         if len(candidates) > 1:
-            ignored = ", ".join(study_of[t] for t in candidates[:-1])
+            ignored = ", ".join(study_of[t][0] for t in candidates[:-1])
             warnings.append(
                 f"Patient {patient} has {len(candidates)} studies with features; using study "
-                f"{study_of[candidates[-1]]} (the latest task) and ignoring {ignored}"
+                f"{study_of[candidates[-1]][0]} (the latest task) and ignoring {ignored}"
             )
     return chosen, sorted(set(tasks_of) - set(chosen))
 

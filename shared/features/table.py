@@ -257,8 +257,10 @@ def _format_rounded(values: np.ndarray) -> tuple[np.ndarray, int]:
 def _format_block(values: np.ndarray) -> list[bytes]:
     """Return each row of a 2-D array as its CSV cells (`,v1,v2,…`), rounded to 3 decimals."""
     n_rows, n_cols = values.shape
+    if not n_cols:
+        return [b""] * n_rows
     out: list[bytes] = []
-    step = max(1, _CHUNK_CELLS // max(n_cols, 1))
+    step = max(1, _CHUNK_CELLS // n_cols)
     for start in range(0, n_rows, step):
         chunk = values[start : start + step]
         cells, width = _format_rounded(chunk)

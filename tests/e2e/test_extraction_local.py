@@ -148,6 +148,12 @@ def test_album_extraction_with_bad_studies(live_url, live_db, start_worker, albu
     assert detail["modalities"] == ["CT"] and detail["rois"] == ["GTV"]
     assert len(detail["feature_definitions"]) > 100
 
+    details = httpx.get(f"{live_url}/extractions/{extraction_id}/feature-details", headers=headers)
+    tabular = details.text.split('name="features_tabular"\r\n\r\n')[1].split("\r\n--")[0]
+    table_rows = [line.split(",") for line in tabular.splitlines()[1:]]
+    assert sorted(r[0] for r in table_rows) == sorted(by_patient)  # failed studies padded
+    assert all(any(cell for cell in r[3:]) == r[0].startswith("SYN_") for r in table_rows)
+
     kinds = [name for name, _ in owner.received]
     feature_events = [p for n, p in owner.received if n == events.FEATURE_STATUS]
     final = [p for n, p in owner.received if n == events.EXTRACTION_STATUS and "id" in p]

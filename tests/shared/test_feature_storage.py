@@ -277,6 +277,41 @@ def test_concurrent_workers_storing_a_new_name_set_both_succeed(committed):
     assert len(ids) == 2 and len(set(ids)) == 1
 
 
+def test_two_deliveries_of_one_task_serialise_and_the_last_one_wins(committed):
+    new, created = committed
+    extraction_id, task_a, _ = two_committed_tasks(new, created)
+    first, second = new(), new()
+    storage.store_study_vectors(
+        first,
+        extraction_id=extraction_id,
+        task_id=task_a,
+        vectors=[VectorIn("CT", "GTV", NAMES, [1.0, 1.0, 1.0])],
+    )
+    errors: list[BaseException] = []
+
+    def redelivery() -> None:
+        try:  # waits for the first delivery's lock on the task row
+            storage.store_study_vectors(
+                second,
+                extraction_id=extraction_id,
+                task_id=task_a,
+                vectors=[VectorIn("CT", "GTV", NAMES, [2.0, 2.0, 2.0])],
+            )
+            second.commit()
+        except BaseException as exc:  # reported to the test thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=redelivery)
+    thread.start()
+    time.sleep(0.3)
+    first.commit()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and errors == []
+    with new() as check:
+        matrix = storage.load_feature_matrix(check, extraction_id=extraction_id)
+    assert matrix.values.tolist() == [[2.0, 2.0, 2.0]]
+
+
 # --- loading ----------------------------------------------------------------------------------
 
 
@@ -320,12 +355,15 @@ def test_several_studies_of_a_patient_are_not_averaged(db):
     assert matrix.patients_without_values == []
 
 
-def test_a_study_without_patient_id_uses_its_uid_with_a_warning(db):
-    extraction, (task,) = make_extraction(db, [None])
+def test_studies_without_patient_id_are_reported(db):
+    extraction, (task, failed) = make_extraction(db, [None, None])
     store(db, extraction, task, VectorIn("CT", "GTV_T", NAMES, [1.0, 2.0, 3.0]))
     matrix = storage.load_feature_matrix(db, extraction_id=extraction.id)
-    assert matrix.patient_ids == [task.study_uid]
-    assert "no PatientID" in matrix.warnings[0]
+    assert matrix.patient_ids == [task.study_uid]  # values are never dropped silently
+    assert matrix.patients_without_values == []  # a UID is no patient to pad
+    assert len(matrix.warnings) == 2
+    assert "no PatientID" in matrix.warnings[0] and task.study_uid in matrix.warnings[0]
+    assert "not padded" in matrix.warnings[1] and failed.study_uid in matrix.warnings[1]
 
 
 def test_load_restricted_to_collection_feature_ids(db):

@@ -139,6 +139,12 @@ def test_tabular_rounds_pads_and_sorts():
     ]
 
 
+def test_rows_without_feature_columns():
+    matrix = FeatureMatrix(["P1"], ["CT"], ["GTV"], [], np.empty((1, 0)))
+    assert table.tabular_csv(matrix) == b"PatientID,Modality,ROI\nP1,CT,GTV\n"
+    assert table.chart_csv(matrix) == b"FeatureID,P1\n"
+
+
 def test_tabular_of_an_empty_extraction_is_just_the_header():
     matrix = FeatureMatrix([], [], [], [], np.empty((0, 0)), patients_without_values=["P1"])
     assert table.tabular_csv(matrix) == b"PatientID,Modality,ROI\n"

@@ -17,6 +17,7 @@ from shared.extractions.schemas import (
     ExtractionStatus,
     ExtractionUpdate,
 )
+from shared.features import service as feature_service
 from webapp.auth import current_token, current_user
 from webapp.db import get_session
 from webapp.downloads import attachment
@@ -130,3 +131,21 @@ def download_configuration(extraction_id: int) -> Response:
     return attachment(
         extraction.config_yaml.encode(), f"extraction-{extraction.id}-config.yaml", "text/yaml"
     )
+
+
+@bp.get("/extractions/<int:extraction_id>/feature-details")
+@spec.validate(tags=TAGS)
+def feature_details(extraction_id: int) -> Response:
+    """Return the feature table and the z-scored chart table as a multipart body."""
+    extraction = _owned(extraction_id)
+    body, content_type = feature_service.feature_details(get_session(), extraction=extraction)
+    return Response(body, content_type=content_type)
+
+
+@bp.get("/extractions/<int:extraction_id>/download")
+@spec.validate(tags=TAGS)
+def download_features(extraction_id: int) -> Response:
+    """Download the features as a ZIP of one CSV per modality and ROI."""
+    extraction = _owned(extraction_id)
+    body, filename = feature_service.features_zip(get_session(), extraction=extraction)
+    return attachment(body, filename, "application/zip")

@@ -15,7 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from shared import jobs
 from shared.config import get_settings
 from shared.db.session import session_scope
-from shared.errors import DomainError
+from shared.errors import DomainError, NotFound
 from shared.extractions import notify, runs
 from shared.features import storage
 from shared.imaging.factory import image_source
@@ -79,9 +79,12 @@ def _run(job: runs.StudyJob) -> None:
         ]
         if runs.progress(session, task_row_id=job.task_row_id, step=2, message="Storing") is None:
             raise Cancelled
-        storage.store_study_vectors(
-            session, extraction_id=job.extraction_id, task_id=job.task_row_id, vectors=vectors
-        )
+        try:
+            storage.store_study_vectors(
+                session, extraction_id=job.extraction_id, task_id=job.task_row_id, vectors=vectors
+            )
+        except NotFound as exc:  # the task row was deleted: the extraction was cancelled
+            raise Cancelled from exc
         task = runs.succeed(
             session,
             task_row_id=job.task_row_id,
