@@ -11,7 +11,6 @@ import time
 
 import httpx
 import pytest
-import socketio
 import sqlalchemy as sa
 import yaml
 
@@ -19,7 +18,7 @@ from shared import events
 from shared.extractions.models import ExtractionTask, WorkerCredential
 from shared.features.models import FeatureVector
 from shared.presets.service import DEFAULTS_DIR
-from tests.support.live import wait_until
+from tests.support.live import EventListener, wait_extraction_ready
 
 pytestmark = pytest.mark.e2e
 ROIS = ["GTV_Mass_CT", "GTV_Mass_PET", "GTV_Mass_MR_T1"]
@@ -46,24 +45,10 @@ def petct_with_mr() -> dict:
     return config
 
 
-class Listener:
-    """A Socket.IO client recording every event it receives."""
-
-    def __init__(self, url: str, token: str) -> None:
-        self.received: list[tuple[str, dict]] = []
-        self.client = socketio.Client(reconnection=False)
-        for name in (events.FEATURE_STATUS, events.EXTRACTION_STATUS, events.TRAINING_STATUS):
-            self.client.on(name, lambda payload, name=name: self.received.append((name, payload)))
-        self.client.connect(url, auth={"token": token}, transports=["websocket"], wait_timeout=5)
-
-    def close(self) -> None:
-        self.client.disconnect()
-
-
 def test_sts_album_through_kheops(kheops_app, live_url, live_db, start_worker, auth, sts_studies):
     start_worker("extraction", concurrency=2, IMAGE_SOURCE="kheops", KHEOPS_BASE_URL=kheops_app)
-    owner = Listener(live_url, auth.token("alice"))
-    other = Listener(live_url, auth.token("bob"))  # may see the album, does not own the work
+    owner = EventListener(live_url, auth.token("alice"))
+    other = EventListener(live_url, auth.token("bob"))  # may see the album, does not own the work
     headers = auth.headers("alice")
     started = time.monotonic()
     try:
@@ -80,18 +65,7 @@ def test_sts_album_through_kheops(kheops_app, live_url, live_db, start_worker, a
         with live_db.connect() as connection:
             credential_rows = connection.execute(sa.select(WorkerCredential)).all()
         assert len(credential_rows) == 1  # the capability secret stays server-side
-        status = wait_until(
-            lambda: (
-                (
-                    s := httpx.get(
-                        f"{live_url}/extractions/{extraction_id}/status", headers=headers
-                    ).json()
-                )["ready"]
-                and s
-            ),
-            900,
-            interval=1,
-        )
+        status = wait_extraction_ready(live_url, headers, extraction_id, 900)
         elapsed = time.monotonic() - started
         time.sleep(0.5)
     finally:
@@ -120,8 +94,8 @@ def test_sts_album_through_kheops(kheops_app, live_url, live_db, start_worker, a
     assert all(pairs == EXPECTED for pairs in per_patient.values()), per_patient
     assert leftover == []  # the credential is dropped once the extraction finished
 
-    feature_events = [p for n, p in owner.received if n == events.FEATURE_STATUS]
-    final = [p for n, p in owner.received if n == events.EXTRACTION_STATUS and "id" in p]
+    feature_events = owner.of(events.FEATURE_STATUS)
+    final = [p for p in owner.of(events.EXTRACTION_STATUS) if "id" in p]
     print(
         f"events: owner received {len(owner.received)} "
         f"({len(feature_events)} feature-status), other user received {len(other.received)}"

@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
-import socketio
 import sqlalchemy as sa
 import yaml
 
@@ -24,7 +23,7 @@ from shared.features.models import FeatureVector
 from shared.imaging.factory import local_albums_root
 from shared.imaging.synthetic import write_cohort
 from shared.presets.service import DEFAULTS_DIR
-from tests.support.live import wait_until
+from tests.support.live import EventListener, wait_extraction_ready
 
 pytestmark = pytest.mark.e2e
 ALBUM = "e2e-local"
@@ -75,24 +74,10 @@ def album(settings, tmp_path_factory) -> str:
     return ALBUM
 
 
-class Listener:
-    """A Socket.IO client recording every event it receives."""
-
-    def __init__(self, url: str, token: str) -> None:
-        self.received: list[tuple[str, dict]] = []
-        self.client = socketio.Client(reconnection=False)
-        for name in (events.FEATURE_STATUS, events.EXTRACTION_STATUS, events.TRAINING_STATUS):
-            self.client.on(name, lambda payload, name=name: self.received.append((name, payload)))
-        self.client.connect(url, auth={"token": token}, transports=["websocket"], wait_timeout=5)
-
-    def close(self) -> None:
-        self.client.disconnect()
-
-
 def test_album_extraction_with_bad_studies(live_url, live_db, start_worker, album, auth):
     start_worker("extraction", concurrency=2)
-    owner = Listener(live_url, auth.token("alice"))
-    other = Listener(live_url, auth.token("bob"))
+    owner = EventListener(live_url, auth.token("alice"))
+    other = EventListener(live_url, auth.token("bob"))
     headers = auth.headers("alice")
     config = yaml.safe_load((DEFAULTS_DIR / "PETCT_all.yaml").read_text())
     started = time.monotonic()
@@ -105,10 +90,7 @@ def test_album_extraction_with_bad_studies(live_url, live_db, start_worker, albu
         )
         assert response.status_code == 200, response.text
         extraction_id = response.json()["id"]
-        status_url = f"{live_url}/extractions/{extraction_id}/status"
-        status = wait_until(
-            lambda: (s := httpx.get(status_url, headers=headers).json())["ready"] and s, 180
-        )
+        status = wait_extraction_ready(live_url, headers, extraction_id, 180)
         elapsed = time.monotonic() - started
         time.sleep(0.5)  # let the last events arrive
     finally:
@@ -155,8 +137,8 @@ def test_album_extraction_with_bad_studies(live_url, live_db, start_worker, albu
     assert all(any(cell for cell in r[3:]) == r[0].startswith("SYN_") for r in table_rows)
 
     kinds = [name for name, _ in owner.received]
-    feature_events = [p for n, p in owner.received if n == events.FEATURE_STATUS]
-    final = [p for n, p in owner.received if n == events.EXTRACTION_STATUS and "id" in p]
+    feature_events = owner.of(events.FEATURE_STATUS)
+    final = [p for p in owner.of(events.EXTRACTION_STATUS) if "id" in p]
     print(
         f"  owner received {len(owner.received)} events "
         f"({kinds.count(events.FEATURE_STATUS)} feature-status, "

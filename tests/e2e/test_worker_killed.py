@@ -18,7 +18,7 @@ from shared.features.models import FeatureVector
 from shared.imaging.factory import local_albums_root
 from shared.presets.service import DEFAULTS_DIR
 from tests.conftest import SHARED_DATA
-from tests.support.live import wait_until
+from tests.support.live import wait_extraction_ready, wait_until
 
 pytestmark = pytest.mark.e2e
 ALBUM = "e2e-killed"
@@ -90,17 +90,7 @@ def test_killed_worker_process_leads_to_the_study_being_redone(
         f"{killed_during.attempts})"
     )
 
-    status = wait_until(
-        lambda: (
-            (
-                s := httpx.get(
-                    f"{live_url}/extractions/{extraction_id}/status", headers=headers
-                ).json()
-            )["ready"]
-            and s
-        ),
-        300,
-    )
+    status = wait_extraction_ready(live_url, headers, extraction_id, 300)
     final = task_row(live_db, extraction_id)
     with live_db.connect() as connection:
         vectors = connection.execute(
@@ -146,15 +136,7 @@ def test_cancel_stops_a_running_extraction(live_url, live_db, worker, album, aut
     assert gone.status_code == 404
     # The worker recovered from the termination and serves the next extraction.
     next_id = start_slow(live_url, headers, album)
-    status = wait_until(
-        lambda: (
-            (s := httpx.get(f"{live_url}/extractions/{next_id}/status", headers=headers).json())[
-                "ready"
-            ]
-            and s
-        ),
-        300,
-    )
+    status = wait_extraction_ready(live_url, headers, next_id, 300)
     print(
         f"\ncancelled extraction {extraction_id} mid-study: rows and values gone; "
         f"next extraction {next_id}: {status}"

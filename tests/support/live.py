@@ -15,11 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
+import socketio
 import sqlalchemy as sa
 from werkzeug.serving import make_server
 
+from shared import events
 from shared.db import session as db_session
 from shared.db.all_models import Base
 
@@ -144,3 +147,35 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+class EventListener:
+    """A real Socket.IO client (websocket) recording every event it receives."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.received: list[tuple[str, dict]] = []
+        self.client = socketio.Client(reconnection=False)
+        for name in (events.FEATURE_STATUS, events.EXTRACTION_STATUS, events.TRAINING_STATUS):
+            self.client.on(name, lambda payload, name=name: self.received.append((name, payload)))
+        self.client.connect(url, auth={"token": token}, transports=["websocket"], wait_timeout=5)
+
+    def of(self, event: str) -> list[dict]:
+        """Return the payloads received for one event name."""
+        return [payload for name, payload in self.received if name == event]
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+
+
+def wait_extraction_ready(
+    live_url: str, headers: dict[str, str], extraction_id: int, timeout: float
+) -> dict:
+    """Poll E9 until every study of the extraction ended; return the status."""
+
+    def ready() -> dict | None:
+        status = httpx.get(f"{live_url}/extractions/{extraction_id}/status", headers=headers)
+        body = status.json()
+        return body if body["ready"] else None
+
+    return wait_until(ready, timeout, interval=0.5)  # type: ignore[return-value]
