@@ -7,6 +7,8 @@ message; the study's task fails with it.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import warnings as pywarnings
 from collections.abc import Callable, Iterable, Sequence
@@ -142,17 +144,27 @@ def extract_study(
 def extract_image_mask(image: sitk.Image, mask: sitk.Image, params: dict) -> dict[str, float]:
     """Run one PyRadiomics extractor on an image and a mask; drop the diagnostics."""
     try:
-        with pywarnings.catch_warnings():
-            # pykwalify (PyRadiomics' parameter validator) loads its extension module with the
-            # deprecated importlib `load_module`; nothing to fix on our side.
-            pywarnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
-            extractor = featureextractor.RadiomicsFeatureExtractor(params)
+        extractor = _extractor(json.dumps(params, sort_keys=True))
         result = extractor.execute(image, mask)
     except Exception as exc:
         raise ExtractionError(f"PyRadiomics failed: {exc}") from exc
     return {
         name: float(value) for name, value in result.items() if not name.startswith("diagnostics_")
     }
+
+
+@functools.lru_cache(maxsize=32)
+def _extractor(params_json: str) -> featureextractor.RadiomicsFeatureExtractor:
+    """Return this process's extractor for a parameter set (keyed by its canonical JSON).
+
+    Building one validates the parameters with pykwalify, about 40 ms: a worker reuses it
+    for every ROI and study, as PyRadiomics' own batch mode does (execute keeps no state).
+    """
+    with pywarnings.catch_warnings():
+        # pykwalify (PyRadiomics' parameter validator) loads its extension module with the
+        # deprecated importlib `load_module`; nothing to fix on our side.
+        pywarnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
+        return featureextractor.RadiomicsFeatureExtractor(json.loads(params_json))
 
 
 def pyradiomics_params(block: PyRadiomicsParams) -> dict[str, Any]:

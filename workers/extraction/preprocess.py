@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -185,13 +186,39 @@ def _crop_to_support(image: sitk.Image, grid: sitk.Image, order: int) -> sitk.Im
     """
     last = np.asarray(grid.GetSize(), float) - 1
     index = physical_to_index(image, box_corners(grid, np.zeros(3), last))
+    margin = _support_margin(order)
+    return _crop_index_box(
+        image, np.floor(index.min(axis=0)) - margin, np.ceil(index.max(axis=0)) + margin
+    )
+
+
+def _around_nonzero(mask: sitk.Image, order: int) -> sitk.Image:
+    """Crop a mask to its non-zero voxels plus the margin beyond which they add nothing.
+
+    Its spline there is below 1e-10 (PREFILTER_TOLERANCE), and samples outside the crop read
+    as 0: the same masks for any threshold above that.
+    """
+    box = nonzero_box(mask)
+    if box is None:
+        return mask
+    margin = _support_margin(order)
+    return _crop_index_box(mask, box[0] - margin, box[1] + margin)
+
+
+def _support_margin(order: int) -> int:
+    """Return the voxels around a sample that affect it: its support plus the prefilter's."""
     pole = PREFILTER_POLES.get(order)
     margin = order + 2
     if pole is not None:
         margin += math.ceil(math.log(PREFILTER_TOLERANCE) / math.log(pole))
+    return margin
+
+
+def _crop_index_box(image: sitk.Image, low: np.ndarray, high: np.ndarray) -> sitk.Image:
+    """Crop to the index box [low, high] clipped to the image (the image itself if whole)."""
     size = np.asarray(image.GetSize())
-    start = np.maximum(np.floor(index.min(axis=0)) - margin, 0).astype(int)
-    stop = np.minimum(np.ceil(index.max(axis=0)) + margin, size - 1).astype(int)
+    start = np.maximum(low, 0).astype(int)
+    stop = np.minimum(high, size - 1).astype(int)
     if np.any(stop < start) or (np.all(start == 0) and np.all(stop == size - 1)):
         return image
     return sitk.RegionOfInterest(image, (stop - start + 1).tolist(), start.tolist())
@@ -271,16 +298,24 @@ def _fill_outside(
     """Give samples outside the input buffer ITK's value: the default or the nearest voxel."""
     # ITK interpolates inside [-0.5, size - 0.5) along every axis and extrapolates elsewhere.
     outside = [(x < -0.5) | (x >= n - 0.5) for x, n in zip(positions, size_in, strict=True)]
-    if not any(o.any() for o in outside):
-        return out
-    where = outside[2][:, None, None] | outside[1][None, :, None] | outside[0][None, None, :]
-    if not extrapolate:
-        return np.where(where, default, out)
+    # numpy axes are (z, y, x): reverse the per-axis lists.
     nearest = [
         np.clip(np.floor(x + 0.5).astype(np.int64), 0, n - 1)
         for x, n in zip(positions, size_in, strict=True)
-    ]
-    return np.where(where, values[np.ix_(nearest[2], nearest[1], nearest[0])], out)
+    ][::-1]
+    for axis, rows in enumerate(outside[::-1]):
+        if not rows.any():
+            continue
+        # The slab of samples outside along this axis (overlaps get the same value twice).
+        slab: list[Any] = [slice(None)] * 3
+        slab[axis] = rows
+        if extrapolate:
+            picks = list(nearest)
+            picks[axis] = picks[axis][rows]
+            out[tuple(slab)] = values[np.ix_(*picks)]
+        else:
+            out[tuple(slab)] = default
+    return out
 
 
 def _above(image: sitk.Image, threshold: float) -> np.ndarray:
@@ -318,7 +353,8 @@ def mask_on_grid(
     if params is None:
         result = _nearest_on(mask, grid)
     else:
-        smooth = resample_onto(mask, grid, params.order, default=0.0, extrapolate=False)
+        native = _around_nonzero(mask, params.order)
+        smooth = resample_onto(native, grid, params.order, default=0.0, extrapolate=False)
         array = (sitk.GetArrayViewFromImage(smooth) >= params.threshold).astype(np.uint8)
         result = sitk.GetImageFromArray(array)
         result.CopyInformation(grid)
