@@ -277,8 +277,11 @@ def test_status_works_with_redis_down(app, client, auth, album, config, queue):
     # Nothing listens on port 1: any Redis access would fail.
     settings.celery_broker_url = settings.celery_result_backend = "redis://127.0.0.1:1/0"
     try:
-        for url in (f"/extractions/{extraction['id']}/status", f"/extractions/{extraction['id']}",
-                    f"/extractions/album/{album}"):
+        for url in (
+            f"/extractions/{extraction['id']}/status",
+            f"/extractions/{extraction['id']}",
+            f"/extractions/album/{album}",
+        ):
             response = client.get(url, headers=auth.headers())
             assert response.status_code == 200, url
         assert client.get("/health/ready").status_code == 503  # the probe does see it
