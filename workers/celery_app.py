@@ -9,6 +9,10 @@ import datetime as dt
 import gc
 import logging
 import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
 
 import SimpleITK as sitk
 from celery import Celery
@@ -21,6 +25,9 @@ from shared.db import session as db_session
 from shared.extractions import runs
 
 log = logging.getLogger(__name__)
+
+# Per-study scratch folders in the temp dir (created by the extraction task).
+SCRATCH_PREFIX = "qi2-study-"
 
 app = Celery("quantimage2", include=["workers.extraction.tasks", "workers.training.tasks"])
 app.config_from_object(jobs.celery_config(get_settings()))
@@ -86,3 +93,15 @@ def _recover_lost_studies(**_kwargs: object) -> None:
             runs.finish_if_done(session, extraction_id=extraction_id)
     if extraction_ids:
         log.warning("failed %d studies left running by a lost worker", len(extraction_ids))
+
+
+@worker_ready.connect
+def _remove_abandoned_scratch(**_kwargs: object) -> None:
+    """Delete study folders left in the temp dir by killed workers (older than any task)."""
+    cutoff = time.time() - get_settings().extraction_task_time_limit - 600
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # another worker removed it first
+            continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -62,15 +63,29 @@ def test_invalid_value_is_rejected(clean_env):
         Settings(_env_file=None)
 
 
+# Reads of the environment: os.getenv(...), os.environ.get(...), os.environ[...] not assigned,
+# or the mapping itself passed on. Setting a variable for a child library is not a read.
+ENV_READ = re.compile(
+    r"os\.getenv|os\.environ\.(get|copy|items|keys|values)\b"
+    r"|os\.environ\[[^\]]+\](?!\s*=[^=])|[(=,]\s*os\.environ\s*[),]|dict\(os\.environ"
+)
+
+
 def test_only_the_settings_module_reads_the_environment():
-    """`os.environ`/`os.getenv` appear in shared/config.py only (and the dev/test tooling)."""
+    """Environment reads appear in shared/config.py only (pydantic-settings) and dev tooling."""
     root = Path(__file__).resolve().parents[2]
     offenders = []
     for package in ("shared", "webapp", "workers"):
         for path in (root / package).rglob("*.py"):
             if "dev" in path.relative_to(root).parts:
                 continue
-            text = path.read_text()
-            if "os.environ" in text or "os.getenv" in text:
+            if ENV_READ.search(path.read_text()):
                 offenders.append(str(path.relative_to(root)))
     assert offenders == []
+
+
+def test_the_environment_read_pattern_catches_reads():
+    reads = ["os.getenv('X')", "os.environ.get('X')", "x = os.environ['X']", "dict(os.environ)"]
+    writes = ['os.environ["OMP_NUM_THREADS"] = str(count)']
+    assert all(ENV_READ.search(text) for text in reads)
+    assert not any(ENV_READ.search(text) for text in writes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -19,13 +20,14 @@ from shared.errors import DomainError, NotFound
 from shared.extractions import notify, runs
 from shared.features import storage
 from shared.imaging.factory import image_source
-from shared.imaging.source import CONTOUR_MODALITIES
+from shared.imaging.source import CONTOUR_MODALITIES, ImageSource
 from shared.presets.config_schema import ExtractionConfig, parse_yaml, validate_config
-from workers.celery_app import app
+from workers.celery_app import SCRATCH_PREFIX, app
 from workers.extraction import pipeline
 
 log = logging.getLogger(__name__)
 SETTINGS = get_settings()
+FETCH_THREADS = 4
 
 
 class Cancelled(Exception):
@@ -67,7 +69,7 @@ def extract_study(self, task_row_id: int) -> str:
 def _run(job: runs.StudyJob) -> None:
     """Fetch only the needed series, extract, store the vectors and mark the study done."""
     config = validate_config(parse_yaml(job.config_yaml))
-    with tempfile.TemporaryDirectory(prefix=f"qi2-study-{job.task_row_id}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{job.task_row_id}-") as tmp:
         _step(job, 1, "Fetching DICOM files")
         study_dir = _fetch(job, config, Path(tmp))
         _step(job, 2, "Processing data")
@@ -101,18 +103,22 @@ def _fetch(job: runs.StudyJob, config: ExtractionConfig, dest: Path) -> Path:
     """Download the study's contours, then only the image series the chosen ROIs need."""
     source = image_source(SETTINGS, credential=job.credential)
     series = source.list_series(job.album_id, job.study_uid)
-    contours = [s for s in series if s.modality in CONTOUR_MODALITIES]
+    contours = [s.series_uid for s in series if s.modality in CONTOUR_MODALITIES]
     if not contours:
         raise pipeline.ExtractionError("The study has no RTSTRUCT or SEG series (no contours)")
-    contour_files: list[Path] = []
-    for item in contours:
-        contour_files += source.download_series(
-            job.album_id, job.study_uid, item.series_uid, dest / item.series_uid
-        )
+    contour_files = _download(source, job, contours, dest)
     needed = pipeline.plan_series(contour_files, series, config, job.rois)
-    for uid in sorted(needed):
-        source.download_series(job.album_id, job.study_uid, uid, dest / uid)
+    _download(source, job, sorted(needed), dest)
     return dest
+
+
+def _download(source: ImageSource, job: runs.StudyJob, uids: list[str], dest: Path) -> list[Path]:
+    """Fetch several series at once: the server converts one while we receive another."""
+    with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
+        batches = pool.map(
+            lambda uid: source.download_series(job.album_id, job.study_uid, uid, dest / uid), uids
+        )
+        return [path for batch in batches for path in batch]
 
 
 def _step(job: runs.StudyJob, step: int, message: str) -> None:
