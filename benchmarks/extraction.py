@@ -230,12 +230,20 @@ def start_services(
 
 
 def create_extraction(studies: dict[str, str], config: dict[str, Any]) -> dict[str, Row]:
-    """Create an extraction over the studies; return PatientID -> its task row (committed)."""
+    """Create an extraction over the studies; return PatientID -> its task row (committed).
+
+    The studies are listed through the configured source, as the API does, so the rows come
+    in the platform's queueing order (largest study first).
+    """
+    from shared.config import Settings
     from shared.db.session import session_scope
     from shared.extractions import service
-    from shared.imaging.source import StudyInfo
+    from shared.imaging.factory import image_source
     from shared.presets.config_schema import dump_yaml
 
+    listed = image_source(Settings()).list_studies(ALBUM)
+    if {study.study_uid for study in listed} != set(studies.values()):
+        raise RuntimeError("the album does not list the ten STS studies")
     with session_scope() as session:
         extraction = service.create(
             session,
@@ -244,7 +252,7 @@ def create_extraction(studies: dict[str, str], config: dict[str, Any]) -> dict[s
             album_name="STS",
             config_yaml=dump_yaml(config),
             rois=ROIS,
-            studies=[StudyInfo(uid, patient) for patient, uid in studies.items()],
+            studies=listed,
         )
         return {task.patient_id: Row(task.id, task.task_id) for task in extraction.tasks}
 

@@ -32,6 +32,11 @@ def celery_task_id(task_row_id: int) -> str:
     return f"qi2-study-{task_row_id}-{uuid.uuid4().hex[:12]}"
 
 
+def largest_first(studies: Sequence[StudyInfo]) -> list[StudyInfo]:
+    """Order studies by instance count, descending; unknown counts last, ties in album order."""
+    return sorted(studies, key=lambda study: -(study.instance_count or 0))
+
+
 def get_owned(session: so.Session, *, user_id: str, extraction_id: int) -> FeatureExtraction:
     """Return the caller's extraction; another user's answers exactly like a missing one."""
     extraction = session.get(FeatureExtraction, extraction_id)
@@ -81,7 +86,11 @@ def create(
     studies: Sequence[StudyInfo],
     credential_id: int | None = None,
 ) -> FeatureExtraction:
-    """Create an extraction with one PENDING task per study (ids ready for queueing)."""
+    """Create an extraction with one PENDING task per study, largest study first.
+
+    Tasks are queued in row order; starting the biggest studies first keeps the album's
+    last minutes from being one long study on one worker while the others idle.
+    """
     extraction = FeatureExtraction(
         user_id=user_id,
         album_id=album_id,
@@ -93,7 +102,7 @@ def create(
     )
     session.add(extraction)
     session.flush()
-    for study in studies:
+    for study in largest_first(studies):
         task = ExtractionTask(
             feature_extraction_id=extraction.id,
             study_uid=study.study_uid,

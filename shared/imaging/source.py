@@ -50,6 +50,15 @@ class StudyInfo:
     patient_id: str | None
     dicom_json: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def instance_count(self) -> int | None:
+        """Return NumberOfStudyRelatedInstances when the source reported it."""
+        value = dicom_value(self.dicom_json, NUMBER_OF_STUDY_INSTANCES)
+        try:
+            return None if value is None else int(value)
+        except (TypeError, ValueError):
+            return None
+
 
 @dataclass(frozen=True)
 class SeriesInfo:

@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 
 from shared.db.base import utcnow
-from shared.extractions import runs, service
+from shared.extractions import flows, runs, service
 from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
 from shared.imaging.source import StudyInfo
 
@@ -117,3 +117,28 @@ def test_expired_credential_is_not_used(db):
     db.flush()
     extraction = make_extraction(db, n=1, credential_id=credential.id)
     assert runs.claim(db, task_row_id=extraction.tasks[0].id, celery_id="a").credential is None
+
+
+def _study(uid: str, instances: int | None) -> StudyInfo:
+    """A study as QIDO-RS lists it, with NumberOfStudyRelatedInstances when given."""
+    counts = {} if instances is None else {"00201208": {"vr": "IS", "Value": [instances]}}
+    return StudyInfo(uid, f"P-{uid}", dicom_json=counts)
+
+
+def test_largest_studies_are_queued_first(db, monkeypatch):
+    studies = [_study("a", 120), _study("b", None), _study("c", 480), _study("d", 120)]
+    extraction = service.create(
+        db,
+        user_id="user-bob",
+        album_id="album-1",
+        album_name="Album 1",
+        config_yaml="feature_extraction: {}\n",
+        rois=["GTV"],
+        studies=studies,
+    )
+    sent: list[int] = []
+    monkeypatch.setattr(flows.jobs, "send", lambda name, row_id, task_id: sent.append(row_id))
+    flows.enqueue(db, extraction=extraction)
+    by_id = {task.id: task.study_uid for task in extraction.tasks}
+    # Biggest first; equal counts keep the album's order; unknown counts go last.
+    assert [by_id[row_id] for row_id in sent] == ["c", "a", "d", "b"]
