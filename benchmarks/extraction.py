@@ -384,12 +384,17 @@ def bare_run(watch: Stopwatch, inputs: Inputs) -> tuple[Sample, Sample, list[dic
 
 
 def same_features(bare: list[dict[str, float]], stored: list[dict[str, float]]) -> bool:
-    """Tell whether the bare vectors are the stored ones (same names and values, any order)."""
+    """Tell whether the bare vectors are the stored ones (same names and values, any order).
+
+    Stored PT vectors also hold the PET measures (MTV, TLG, SUVpeak) that bare PyRadiomics
+    does not compute.
+    """
+    from workers.extraction.pet import NAMES as PET_EXTRAS
 
     def found(vector: dict[str, float]) -> bool:
         values = np.array(list(vector.values()))
         return any(
-            other.keys() == vector.keys()
+            other.keys() - PET_EXTRAS == vector.keys()
             and np.allclose([other[k] for k in vector], values, rtol=1e-12, atol=0, equal_nan=True)
             for other in stored
         )

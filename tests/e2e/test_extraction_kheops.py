@@ -7,7 +7,10 @@ owner's Socket.IO client sees the progress and another user's client sees none o
 
 from __future__ import annotations
 
+import csv
+import io
 import time
+import zipfile
 
 import httpx
 import pytest
@@ -104,3 +107,28 @@ def test_sts_album_through_kheops(kheops_app, live_url, live_db, start_worker, a
     assert sum(p["status"] == "SUCCESS" for p in feature_events) == len(tasks)
     assert len(final) == 1 and final[0]["status"]["successful"]
     assert other.received == []
+
+    # The ZIP download: one CSV per modality-ROI; PET vectors carry MTV, TLG and SUVpeak
+    # (firstorder renamed to SUV for PT, as the frontend expects).
+    download = httpx.get(
+        f"{live_url}/extractions/{extraction_id}/download", headers=headers, timeout=60
+    )
+    assert download.status_code == 200, download.text
+    by_modality = {}
+    with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+        names = archive.namelist()
+        for modality, roi in EXPECTED:
+            (name,) = [n for n in names if n.endswith(f"_{modality}-{roi}.csv")]
+            with archive.open(name) as handle:
+                text = io.TextIOWrapper(handle, encoding="utf-8")
+                by_modality[modality] = list(csv.DictReader(text))
+    assert len(names) == len(EXPECTED), names
+    pet_rows = by_modality["PT"]
+    assert len(pet_rows) == len(sts_studies)
+    for row in pet_rows:
+        mtv, tlg, peak = (float(row[f"original_SUV_{n}"]) for n in ("MTV", "TLG", "SUVpeak"))
+        mean, top = float(row["original_SUV_Mean"]), float(row["original_SUV_Maximum"])
+        assert mtv > 0 and tlg == pytest.approx(mean * mtv, rel=1e-2, abs=1e-2)
+        assert 0 < peak <= top
+    # Every CSV has the extraction's sorted union of columns (contract §3.2): empty for CT.
+    assert {row["original_intensity_MTV"] for row in by_modality["CT"]} == {""}

@@ -79,7 +79,9 @@ def test_sts_patient_ct_pet_mr_with_combined_contours():
     assert result.patient_id == "STS_025" and result.warnings == []
     assert result.study_uid == scan_folder(STS / "STS_025" / "CT")[0].study_uid
     assert set(counts) == {(m, r) for m in ("CT", "PT", "MR") for r in STS_ROIS}
-    assert set(counts.values()) == {107}
+    # 107 PyRadiomics features; PET vectors add MTV, TLG and SUVpeak.
+    assert {n for (m, _), n in counts.items() if m != "PT"} == {107}
+    assert {n for (m, _), n in counts.items() if m == "PT"} == {110}
     assert steps[:2] == ["Reading DICOM", "Converting"]
     assert sorted(steps[2:]) == sorted(
         f"Extracting {m}/{r}" for m in ("CT", "PT", "MR") for r in STS_ROIS
@@ -95,6 +97,14 @@ def test_sts_patient_ct_pet_mr_with_combined_contours():
     }
     assert 1 < pet["original_firstorder_Mean"] < 20  # SUV, not Bq/ml or raw counts
     assert 3 < pet["original_firstorder_Maximum"] < 50
+    # MTV counts the same voxels as PyRadiomics' VoxelVolume (mm3 -> mL) when no ROI voxel is
+    # negative; TLG is then SUVmean x MTV; the 12 mm peak lies between the mean and the max.
+    assert pet["original_firstorder_Minimum"] >= 0
+    assert pet["original_firstorder_MTV"] == pytest.approx(pet["original_shape_VoxelVolume"] / 1e3)
+    tlg = pet["original_firstorder_Mean"] * pet["original_firstorder_MTV"]
+    assert pet["original_firstorder_TLG"] == pytest.approx(tlg, rel=1e-9)
+    peak = pet["original_firstorder_SUVpeak"]
+    assert pet["original_firstorder_Mean"] < peak < pet["original_firstorder_Maximum"]
 
 
 def test_plan_fetches_only_what_the_rois_need(sts_series):

@@ -22,7 +22,7 @@ from radiomics import featureextractor
 
 from shared.imaging.source import SeriesInfo
 from shared.presets.config_schema import ExtractionConfig, ModalityExtraction, PyRadiomicsParams
-from workers.extraction import preprocess
+from workers.extraction import pet, preprocess
 from workers.extraction.dicom import (
     CONTOUR_MODALITIES,
     IMAGE_MODALITIES,
@@ -378,7 +378,8 @@ def _extract_job(
         report(f"Extracting {job.label}/{roi.name}")
         try:
             mask = preprocess.mask_on_grid(native[roi.name], image, resampler)
-            names, values = _extract_blocks(image, mask, config.feature_extraction[job.label])
+            extraction = config.feature_extraction[job.label]
+            names, values = _extract_blocks(image, mask, extraction, job.series.modality)
         except ExtractionError as exc:
             raise ExtractionError(f"{job.label}/{roi.name}: {exc}") from exc
         vectors.append(FeatureVectorResult(job.label, roi.name, names, values))
@@ -386,10 +387,16 @@ def _extract_job(
 
 
 def _extract_blocks(
-    image: sitk.Image, mask: sitk.Image, extraction: ModalityExtraction
+    image: sitk.Image, mask: sitk.Image, extraction: ModalityExtraction, modality: str
 ) -> tuple[list[str], np.ndarray]:
-    """Run every named PyRadiomics block and merge their features (names must not clash)."""
+    """Run every named PyRadiomics block and merge their features (names must not clash).
+
+    PT vectors also get MTV, TLG and SUVpeak when a block computes original first-order
+    features, as the reference platform's PET vectors did.
+    """
     merged: dict[str, float] = {}
+    if modality == "PT" and any(map(_original_firstorder, extraction.pyradiomics.values())):
+        merged.update(pet.pet_extras(image, mask))
     for block_name, block in extraction.pyradiomics.items():
         features = extract_image_mask(image, mask, pyradiomics_params(block))
         clash = sorted(merged.keys() & features.keys())
@@ -402,3 +409,9 @@ def _extract_blocks(
         merged.update(features)
     names = list(merged)
     return names, np.array([merged[name] for name in names], dtype=np.float64)
+
+
+def _original_firstorder(block: PyRadiomicsParams) -> bool:
+    """Whether a block computes first-order features on the original image."""
+    classes = block.featureClass
+    return "Original" in block.imageType and (not classes or "firstorder" in classes)
