@@ -12,8 +12,10 @@ from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerC
 from shared.imaging.source import StudyInfo
 
 
-def make_extraction(db, n: int = 2, credential_id: int | None = None) -> FeatureExtraction:
-    """An extraction of n studies."""
+def make_extraction(
+    db, n: int = 2, credential_id: int | None = None, studies: list[StudyInfo] | None = None
+) -> FeatureExtraction:
+    """An extraction of n studies (or of the given ones)."""
     extraction = service.create(
         db,
         user_id="user-bob",
@@ -21,7 +23,7 @@ def make_extraction(db, n: int = 2, credential_id: int | None = None) -> Feature
         album_name="Album 1",
         config_yaml="feature_extraction: {}\n",
         rois=["GTV"],
-        studies=[StudyInfo(f"1.2.3.{i}", f"P{i}") for i in range(n)],
+        studies=studies or [StudyInfo(f"1.2.3.{i}", f"P{i}") for i in range(n)],
         credential_id=credential_id,
     )
     db.flush()
@@ -127,15 +129,7 @@ def _study(uid: str, instances: int | None) -> StudyInfo:
 
 def test_largest_studies_are_queued_first(db, monkeypatch):
     studies = [_study("a", 120), _study("b", None), _study("c", 480), _study("d", 120)]
-    extraction = service.create(
-        db,
-        user_id="user-bob",
-        album_id="album-1",
-        album_name="Album 1",
-        config_yaml="feature_extraction: {}\n",
-        rois=["GTV"],
-        studies=studies,
-    )
+    extraction = make_extraction(db, studies=studies)
     sent: list[int] = []
     monkeypatch.setattr(flows.jobs, "send", lambda name, row_id, task_id: sent.append(row_id))
     flows.enqueue(db, extraction=extraction)
