@@ -1,16 +1,22 @@
-"""Albums: ROI names per album (A1, A2)."""
+"""Albums: ROI names per album (A1, A2) and the caller's current outcome (A3, A4)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
 from pydantic import RootModel
 from spectree import Response as Resp
 
 from shared.albums import service as album_service
+from shared.albums.schemas import AlbumOutcomeRead
 from shared.imaging.factory import image_source
-from webapp.auth import current_token
+from shared.labels import service as label_service
+from shared.labels.schemas import LabelCategoryRead
+from webapp.auth import current_token, current_user
 from webapp.db import get_session
 from webapp.extensions import spec
+from webapp.serialize import dump
 
 bp = Blueprint("albums", __name__)
 TAGS = ["albums"]
@@ -41,3 +47,28 @@ def album_rois(album_id: str) -> dict[str, int]:
 def album_rois_forced(album_id: str) -> dict[str, int]:
     """Recompute the album's ROI map from the image source."""
     return _rois(album_id, force=True)
+
+
+@bp.get("/albums/<album_id>/current-outcome")
+@spec.validate(resp=Resp(HTTP_200=LabelCategoryRead), tags=TAGS, skip_validation=True)
+def current_outcome(album_id: str) -> Response:
+    """Return the outcome the caller selected for the album, or JSON null."""
+    category = label_service.current(
+        get_session(), user_id=current_user().user_id, album_id=album_id
+    )
+    if category is None:
+        return jsonify(None)
+    return jsonify(dump(LabelCategoryRead.model_validate(category)))
+
+
+@bp.patch("/albums/<album_id>/current-outcome")
+@bp.patch("/albums/<album_id>/current-outcome/<int:category_id>")
+@spec.validate(resp=Resp(HTTP_200=AlbumOutcomeRead, HTTP_404=None), tags=TAGS)
+def select_outcome(album_id: str, category_id: int | None = None) -> dict[str, Any]:
+    """Select the caller's current outcome of the album (no id: clear it)."""
+    session = get_session()
+    row = label_service.select_current(
+        session, user_id=current_user().user_id, album_id=album_id, category_id=category_id
+    )
+    session.commit()
+    return dump(AlbumOutcomeRead.model_validate(row))

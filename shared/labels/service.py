@@ -1,0 +1,153 @@
+"""Outcome rules: categories, their labels and the outcome a user selected per album."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from shared.albums.models import AlbumOutcome
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.extractions.models import ExtractionTask, FeatureExtraction
+from shared.labels.models import Label, LabelCategory
+from shared.labels.schemas import OUTCOME_COLUMNS, LabelValue
+
+UNDEFINED = "Undefined"
+
+
+def list_for_album(session: so.Session, *, user_id: str, album_id: str) -> list[LabelCategory]:
+    """Return the user's outcomes of an album, oldest first."""
+    query = (
+        sa.select(LabelCategory)
+        .where(LabelCategory.user_id == user_id, LabelCategory.album_id == album_id)
+        .order_by(LabelCategory.id)
+    )
+    return list(session.scalars(query))
+
+
+def get_owned(session: so.Session, *, user_id: str, category_id: int) -> LabelCategory:
+    """Return the caller's outcome; another user's answers exactly like a missing one."""
+    category = session.get(LabelCategory, category_id)
+    if category is None or category.user_id != user_id:
+        raise NotFound("Label category not found")
+    return category
+
+
+def create(
+    session: so.Session, *, user_id: str, album_id: str, label_type: str, name: str
+) -> LabelCategory:
+    """Create an outcome with an 'Undefined' label per patient of the first extraction."""
+    _require_free_name(session, user_id=user_id, album_id=album_id, name=name)
+    category = LabelCategory(user_id=user_id, album_id=album_id, label_type=label_type, name=name)
+    placeholder = dict.fromkeys(OUTCOME_COLUMNS[label_type], UNDEFINED)
+    for patient in _first_extraction_patients(session, user_id=user_id, album_id=album_id):
+        category.labels.append(Label(patient_id=patient, label_content=dict(placeholder)))
+    session.add(category)
+    session.flush()
+    return category
+
+
+def rename(session: so.Session, *, category: LabelCategory, name: str) -> LabelCategory:
+    """Rename an outcome (names are unique per user and album)."""
+    if name != category.name:
+        _require_free_name(session, user_id=category.user_id, album_id=category.album_id, name=name)
+        category.name = name
+        session.flush()
+    return category
+
+
+def delete(session: so.Session, *, category: LabelCategory) -> None:
+    """Delete an outcome and its labels; an album whose current outcome it was has none."""
+    session.delete(category)
+    session.flush()
+
+
+def replace_labels(
+    session: so.Session,
+    *,
+    category: LabelCategory,
+    label_map: Mapping[str, Mapping[str, LabelValue]],
+    pos_label: str | None,
+) -> list[Label]:
+    """Validate the labels against the outcome type, then replace every stored label."""
+    columns = set(OUTCOME_COLUMNS[category.label_type])
+    for patient, content in label_map.items():
+        if set(content) != columns:
+            raise InvalidInput(
+                f"Label of patient {patient!r}: a {category.label_type} outcome needs exactly "
+                f"{', '.join(sorted(columns))}; got {', '.join(sorted(content)) or 'nothing'}"
+            )
+    category.labels.clear()
+    session.flush()  # the old rows go before the new ones meet the (category, patient) key
+    for patient, content in label_map.items():
+        category.labels.append(Label(patient_id=patient, label_content=dict(content)))
+    if pos_label:
+        category.pos_label = pos_label
+    session.flush()
+    return list(category.labels)
+
+
+def current(session: so.Session, *, user_id: str, album_id: str) -> LabelCategory | None:
+    """Return the outcome the user selected for the album, or None."""
+    query = (
+        sa.select(LabelCategory)
+        .join(AlbumOutcome, AlbumOutcome.outcome_id == LabelCategory.id)
+        .where(AlbumOutcome.user_id == user_id, AlbumOutcome.album_id == album_id)
+    )
+    return session.scalar(query)
+
+
+def select_current(
+    session: so.Session, *, user_id: str, album_id: str, category_id: int | None
+) -> AlbumOutcome:
+    """Set (or clear, with None) the user's current outcome of an album."""
+    if category_id is not None:
+        category = get_owned(session, user_id=user_id, category_id=category_id)
+        if category.album_id != album_id:
+            raise InvalidInput(
+                f"Outcome {category_id} belongs to album {category.album_id!r}, not {album_id!r}"
+            )
+    row = session.scalar(
+        sa.select(AlbumOutcome).where(
+            AlbumOutcome.user_id == user_id, AlbumOutcome.album_id == album_id
+        )
+    )
+    if row is None:
+        row = AlbumOutcome(user_id=user_id, album_id=album_id)
+        session.add(row)
+    row.outcome_id = category_id
+    session.flush()
+    return row
+
+
+def _require_free_name(session: so.Session, *, user_id: str, album_id: str, name: str) -> None:
+    """Refuse a second outcome of the same name on one album (409)."""
+    taken = session.scalar(
+        sa.select(LabelCategory.id).where(
+            LabelCategory.user_id == user_id,
+            LabelCategory.album_id == album_id,
+            LabelCategory.name == name,
+        )
+    )
+    if taken is not None:
+        raise Conflict(f"An outcome named {name!r} already exists for this album")
+
+
+def _first_extraction_patients(session: so.Session, *, user_id: str, album_id: str) -> list[str]:
+    """Return the sorted PatientIDs of the user's first extraction of the album."""
+    first = (
+        sa.select(sa.func.min(FeatureExtraction.id))
+        .where(FeatureExtraction.user_id == user_id, FeatureExtraction.album_id == album_id)
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(ExtractionTask.patient_id)
+        .where(
+            ExtractionTask.feature_extraction_id == first,
+            ExtractionTask.patient_id.is_not(None),
+        )
+        .distinct()
+        .order_by(ExtractionTask.patient_id)
+    )
+    return [patient for patient in session.scalars(query) if patient]
