@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
+from shared.db import owned
 from shared.db.base import utcnow
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict
 from shared.extractions.models import ExtractionTask, FeatureExtraction
 from shared.extractions.schemas import (
     ExtractionRead,
@@ -39,10 +40,13 @@ def largest_first(studies: Sequence[StudyInfo]) -> list[StudyInfo]:
 
 def get_owned(session: so.Session, *, user_id: str, extraction_id: int) -> FeatureExtraction:
     """Return the caller's extraction; another user's answers exactly like a missing one."""
-    extraction = session.get(FeatureExtraction, extraction_id)
-    if extraction is None or extraction.user_id != user_id:
-        raise NotFound("Feature extraction not found")
-    return extraction
+    return owned.get_owned(
+        session,
+        FeatureExtraction,
+        extraction_id,
+        user_id=user_id,
+        missing="Feature extraction not found",
+    )
 
 
 def latest_for_album(

@@ -23,7 +23,7 @@ import sqlalchemy.orm as so
 from shared.errors import InvalidInput, NotFound
 from shared.extractions.models import ExtractionTask
 from shared.features.models import FeatureNameSet, FeatureVector
-from shared.features.table import FeatureMatrix, Outcome, parse_feature_id
+from shared.features.table import FeatureMatrix, Outcome, feature_id, parse_feature_id
 from shared.labels.models import Label, LabelCategory
 
 log = logging.getLogger(__name__)
@@ -232,6 +232,22 @@ def _pick_tasks(rows: Sequence[Any], warnings: list[str]) -> tuple[dict[str, int
                 f"{study_of[candidates[-1]][0]} (the latest task) and ignoring {ignored}"
             )
     return chosen, sorted(set(tasks_of) - set(chosen))
+
+
+def feature_ids(session: so.Session, *, extraction_id: int) -> set[str]:
+    """Return every radiomics feature ID the extraction holds values for."""
+    vector = FeatureVector.__table__
+    rows = list(
+        session.execute(
+            sa.select(vector.c.modality, vector.c.roi, vector.c.name_set_id)
+            .where(vector.c.feature_extraction_id == extraction_id)
+            .distinct()
+        )
+    )
+    names = _name_sets(session, {row.name_set_id for row in rows})
+    return {
+        feature_id(row.modality, row.roi, name) for row in rows for name in names[row.name_set_id]
+    }
 
 
 def _name_sets(session: so.Session, ids: Iterable[int]) -> dict[int, list[str]]:

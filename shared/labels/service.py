@@ -8,7 +8,8 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from shared.albums.models import AlbumOutcome
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.db import owned
+from shared.errors import Conflict, InvalidInput
 from shared.extractions.models import ExtractionTask, FeatureExtraction
 from shared.labels.models import Label, LabelCategory
 from shared.labels.schemas import OUTCOME_COLUMNS, LabelValue
@@ -28,10 +29,9 @@ def list_for_album(session: so.Session, *, user_id: str, album_id: str) -> list[
 
 def get_owned(session: so.Session, *, user_id: str, category_id: int) -> LabelCategory:
     """Return the caller's outcome; another user's answers exactly like a missing one."""
-    category = session.get(LabelCategory, category_id)
-    if category is None or category.user_id != user_id:
-        raise NotFound("Label category not found")
-    return category
+    return owned.get_owned(
+        session, LabelCategory, category_id, user_id=user_id, missing="Label category not found"
+    )
 
 
 def create(
