@@ -51,7 +51,17 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _register_blueprints(app: Flask) -> None:
     """Register one blueprint per domain."""
-    from webapp.api import albums, collections, extractions, health, labels, navigation, presets
+    from webapp.api import (
+        albums,
+        clinical,
+        collections,
+        extractions,
+        health,
+        labels,
+        navigation,
+        presets,
+    )
 
-    for module in (health, navigation, presets, albums, extractions, labels, collections):
+    modules = (health, navigation, presets, albums, extractions, labels, collections, clinical)
+    for module in modules:
         app.register_blueprint(module.bp)
