@@ -58,10 +58,21 @@ def _register_blueprints(app: Flask) -> None:
         extractions,
         health,
         labels,
+        models,
         navigation,
         presets,
     )
 
-    modules = (health, navigation, presets, albums, extractions, labels, collections, clinical)
+    modules = (
+        health,
+        navigation,
+        presets,
+        albums,
+        extractions,
+        labels,
+        collections,
+        clinical,
+        models,
+    )
     for module in modules:
         app.register_blueprint(module.bp)
