@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared.albums.models import AlbumOutcome
 from shared.extractions.models import FeatureExtraction
 from shared.features import storage, table
+from shared.labels import service as label_service
 
 
 def current_outcome(session: so.Session, *, user_id: str, album_id: str) -> table.Outcome | None:
     """Return the labels of the outcome the user selected for the album, if any."""
-    outcome_id = session.scalar(
-        sa.select(AlbumOutcome.outcome_id).where(
-            AlbumOutcome.user_id == user_id, AlbumOutcome.album_id == album_id
-        )
-    )
+    outcome_id = label_service.current_id(session, user_id=user_id, album_id=album_id)
     if outcome_id is None:
         return None
     return storage.load_outcome(session, label_category_id=outcome_id)

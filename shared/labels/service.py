@@ -88,14 +88,19 @@ def replace_labels(
     return list(category.labels)
 
 
+def current_id(session: so.Session, *, user_id: str, album_id: str) -> int | None:
+    """Return the id of the outcome the user selected for the album, or None."""
+    return session.scalar(
+        sa.select(AlbumOutcome.outcome_id).where(
+            AlbumOutcome.user_id == user_id, AlbumOutcome.album_id == album_id
+        )
+    )
+
+
 def current(session: so.Session, *, user_id: str, album_id: str) -> LabelCategory | None:
     """Return the outcome the user selected for the album, or None."""
-    query = (
-        sa.select(LabelCategory)
-        .join(AlbumOutcome, AlbumOutcome.outcome_id == LabelCategory.id)
-        .where(AlbumOutcome.user_id == user_id, AlbumOutcome.album_id == album_id)
-    )
-    return session.scalar(query)
+    category_id = current_id(session, user_id=user_id, album_id=album_id)
+    return None if category_id is None else session.get(LabelCategory, category_id)
 
 
 def select_current(
