@@ -26,7 +26,7 @@ NAMES = ("original_firstorder_MTV", "original_firstorder_TLG", "original_firstor
 
 def pet_extras(image: sitk.Image, mask: sitk.Image, threshold: float = 0.0) -> dict[str, float]:
     """Return MTV (mL), TLG (SUV.mL) and SUVpeak of one ROI on an SUV image."""
-    suv = sitk.GetArrayViewFromImage(image).astype(np.float64)  # (z, y, x)
+    suv = sitk.GetArrayViewFromImage(image)  # (z, y, x); only the ROI and peak box are widened
     roi = sitk.GetArrayViewFromImage(mask) != 0
     if suv.shape != roi.shape:
         raise ExtractionError("PET measures: the mask is not on the image grid")
@@ -34,26 +34,27 @@ def pet_extras(image: sitk.Image, mask: sitk.Image, threshold: float = 0.0) -> d
         raise ExtractionError("PET measures: the ROI is empty")
     spacing = np.array(image.GetSpacing(), dtype=np.float64)[::-1]  # (z, y, x), mm
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    values = suv[roi]
+    values = suv[roi].astype(np.float64)
     active = values[values >= threshold]
     return {
         NAMES[0]: active.size * voxel_ml,
         NAMES[1]: float(active.sum()) * voxel_ml,
-        NAMES[2]: suv_peak(suv, roi, spacing),
+        NAMES[2]: suv_peak(suv, roi, spacing, values.max()),
     }
 
 
-def suv_peak(suv: np.ndarray, roi: np.ndarray, spacing: np.ndarray) -> float:
-    """Return the highest sphere mean centred on a hottest ROI voxel (see the module doc)."""
-    hottest = np.argwhere(roi & (suv == suv[roi].max()))
+def suv_peak(suv: np.ndarray, roi: np.ndarray, spacing: np.ndarray, top: float) -> float:
+    """Return the highest sphere mean centred on a ROI voxel of value `top` (the module doc)."""
+    hottest = np.argwhere(roi & (suv == top))
     kernel = sphere_kernel(spacing, PEAK_DIAMETER_MM / 2)
     radius = np.array(kernel.shape) // 2
     # Only the box around the hottest voxels matters: one voxel -> a 13^3 box, not the image.
     low = np.maximum(hottest.min(axis=0) - radius, 0)
     high = np.minimum(hottest.max(axis=0) + radius + 1, suv.shape)
     box = tuple(slice(lo, hi) for lo, hi in zip(low, high, strict=True))
-    sums = fftconvolve(suv[box], kernel, mode="same")
-    counts = np.rint(fftconvolve(np.ones(suv[box].shape), kernel, mode="same"))
+    region = suv[box].astype(np.float64)
+    sums = fftconvolve(region, kernel, mode="same")
+    counts = np.rint(fftconvolve(np.ones(region.shape), kernel, mode="same"))
     at = tuple((hottest - low).T)
     return float(np.max(sums[at] / counts[at]))
 
