@@ -58,19 +58,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-import pymysql
 import redis
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.live import WorkerProcess  # noqa: E402
+from tests.support.fixtures import study_uids  # noqa: E402
+from tests.support.live import WorkerProcess, wait_until  # noqa: E402
+from tests.support.mariadb import admin  # noqa: E402
 from tests.support.orthanc import OrthancServer, available  # noqa: E402
 
 STS_DIR = ROOT.parent / "shared" / "data" / "sts"
-MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 REDIS = "redis://127.0.0.1:6379"
 REDIS_DBS = {"CELERY_BROKER_URL": 7, "CELERY_RESULT_BACKEND": 8, "SOCKET_MESSAGE_QUEUE": 9}
 ROIS = ["GTV_Mass_CT", "GTV_Mass_PET", "GTV_Mass_MR_T1"]
@@ -149,27 +148,7 @@ def petct_with_mr() -> dict[str, Any]:
     return config
 
 
-def study_uids(data: Path) -> dict[str, str]:
-    """Return PatientID folder name -> StudyInstanceUID of the STS patients."""
-    studies = {}
-    for patient in sorted(p for p in data.iterdir() if p.is_dir()):
-        first = next(patient.rglob("*.dcm"))
-        ds = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-        studies[patient.name] = str(ds.StudyInstanceUID)
-    return studies
-
-
 # --- services ---------------------------------------------------------------------------------
-
-
-def admin(sql: str) -> None:
-    """Run one statement as the MariaDB root user."""
-    connection = pymysql.connect(**MYSQL, autocommit=True)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-    finally:
-        connection.close()
 
 
 def flush_redis() -> None:
@@ -475,7 +454,7 @@ def throughput(
         started = time.perf_counter()
         for row in rows:
             jobs.send(jobs.EXTRACT_STUDY, row.id, task_id=row.celery_id)
-        states = wait_for(lambda: _all_ended(ids), WALL_TIMEOUT)
+        states = wait_until(lambda: _all_ended(ids), WALL_TIMEOUT, interval=0.1)
         elapsed = time.perf_counter() - started
     finally:
         worker.stop()
@@ -492,17 +471,6 @@ def _all_ended(ids: list[int]) -> dict[int, tuple[str, str | None]] | None:
     states = task_states(ids)
     ended = all(status in ("SUCCESS", "FAILURE") for status, _ in states.values())
     return states if ended and len(states) == len(ids) else None
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    """Poll until the predicate returns something truthy; fail after the timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"not done within {timeout:.0f} s")
 
 
 def scaling(studies: dict[str, str], config: dict[str, Any], repeat: int, logs: Path) -> float:

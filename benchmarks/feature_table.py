@@ -38,8 +38,8 @@ from shared.db.all_models import Base  # noqa: E402, F401  (registers every mapp
 from shared.extractions.models import ExtractionTask, FeatureExtraction  # noqa: E402
 from shared.features import storage, table  # noqa: E402
 from shared.labels.models import Label, LabelCategory  # noqa: E402
+from tests.support.mariadb import MYSQL, admin  # noqa: E402
 
-MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 N_PATIENTS = 1000
 N_FAILED = 10  # studies without values: padded rows, as in a real album
 MODALITY = "CT"
@@ -103,16 +103,6 @@ def synthetic_values(names: list[str]) -> np.ndarray:
 def url_for(database: str) -> str:
     """Return the SQLAlchemy URL of a benchmark database."""
     return f"mysql+pymysql://root@127.0.0.1:3306/{database}?charset=utf8mb4"
-
-
-def admin(sql: str) -> None:
-    """Run one statement as the MariaDB root user."""
-    conn = pymysql.connect(**MYSQL, autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 # --- seeding ----------------------------------------------------------------------------------

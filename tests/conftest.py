@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymysql
 import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -20,7 +19,6 @@ pytest_plugins = ["tests.support.live", "tests.support.fixtures"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 REDIS_BASE = "redis://127.0.0.1:6379"
 RUN_ID = uuid.uuid4().hex[:8]
 TEST_DB = f"qi2_test_{RUN_ID}"
@@ -44,17 +42,8 @@ os.environ.update(
 from shared.config import Settings, get_settings  # noqa: E402
 from shared.db import migrate  # noqa: E402
 from shared.db import session as db_session  # noqa: E402
+from tests.support.mariadb import admin  # noqa: E402
 from webapp.dev.oidc_issuer import LocalIssuer, User  # noqa: E402
-
-
-def mysql_admin(sql: str) -> None:
-    """Run one statement as the MariaDB root user."""
-    conn = pymysql.connect(**MYSQL, autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -89,14 +78,14 @@ def settings(issuer: LocalIssuer) -> Settings:
 @pytest.fixture(scope="session")
 def engine(settings: Settings) -> Iterator[sa.Engine]:
     """A fresh MariaDB database for this run, built by `alembic upgrade head`."""
-    mysql_admin(f"CREATE DATABASE {TEST_DB} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    admin(f"CREATE DATABASE {TEST_DB} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     try:
         migrate.upgrade(settings.sqlalchemy_url)
         eng = db_session.make_engine(settings.sqlalchemy_url)
         yield eng
         eng.dispose()
     finally:
-        mysql_admin(f"DROP DATABASE IF EXISTS {TEST_DB}")
+        admin(f"DROP DATABASE IF EXISTS {TEST_DB}")
 
 
 @pytest.fixture

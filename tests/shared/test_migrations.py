@@ -8,7 +8,8 @@ from alembic.migration import MigrationContext
 
 from shared.db import migrate
 from shared.db.all_models import Base
-from tests.conftest import RUN_ID, mysql_admin
+from tests.conftest import RUN_ID
+from tests.support.mariadb import admin
 
 
 def test_single_head():
@@ -52,7 +53,7 @@ def test_schema_is_utf8mb4_with_datetime6(engine):
 def test_downgrade_to_base_and_back():
     name = f"qi2_test_{RUN_ID}_updown"
     url = f"mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
-    mysql_admin(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    admin(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     try:
         migrate.upgrade(url)
         migrate.downgrade(url, "base")
@@ -62,7 +63,7 @@ def test_downgrade_to_base_and_back():
         assert "feature_vector" in sa.inspect(engine).get_table_names()
         engine.dispose()
     finally:
-        mysql_admin(f"DROP DATABASE IF EXISTS {name}")
+        admin(f"DROP DATABASE IF EXISTS {name}")
 
 
 def test_embedded_sqlite_default_migrates(tmp_path):

@@ -48,8 +48,13 @@ def sts_dir() -> Path:
 @pytest.fixture(scope="session")
 def sts_studies(sts_dir: Path) -> dict[str, str]:
     """PatientID → StudyInstanceUID of the STS patients."""
+    return study_uids(sts_dir)
+
+
+def study_uids(folder: Path) -> dict[str, str]:
+    """Return patient folder name → StudyInstanceUID for each patient folder of a cohort."""
     studies = {}
-    for patient in sorted(p for p in sts_dir.iterdir() if p.is_dir()):
+    for patient in sorted(p for p in folder.iterdir() if p.is_dir()):
         first = next(patient.rglob("*.dcm"))
         ds = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
         studies[patient.name] = str(ds.StudyInstanceUID)
