@@ -7,6 +7,7 @@ the album. Requests that name a file (3.3 clients) use that file.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -161,9 +162,7 @@ def read_values(
 ) -> dict[str, dict[str, str | None]]:
     """Return {patient: {column: value}}; a name defined in several files is `<file>::<name>`."""
     definitions = list_definitions(session, user_id=user_id, album_id=album_id)
-    counts: dict[str, int] = {}
-    for definition in definitions:
-        counts[definition.name] = counts.get(definition.name, 0) + 1
+    counts = Counter(d.name for d in definitions)
     keys = {
         d.id: d.name if counts[d.name] == 1 else f"{d.clinical_feature_file_id}::{d.name}"
         for d in definitions

@@ -40,12 +40,7 @@ def list_for_extraction(
 ) -> list[FeatureCollection]:
     """Return the caller's collections of one of their extractions, oldest first."""
     extraction_service.get_owned(session, user_id=user_id, extraction_id=extraction_id)
-    query = (
-        sa.select(FeatureCollection)
-        .where(FeatureCollection.feature_extraction_id == extraction_id)
-        .order_by(FeatureCollection.id)
-    )
-    return list(session.scalars(query))
+    return extraction_collections(session, extraction_id)
 
 
 def create(session: so.Session, *, user_id: str, body: CollectionCreate) -> FeatureCollection:
@@ -104,9 +99,11 @@ def with_values(collection: FeatureCollection) -> CollectionWithValues:
 
 
 def extraction_collections(session: so.Session, extraction_id: int) -> list[FeatureCollection]:
-    """Return every collection of an extraction."""
-    query = sa.select(FeatureCollection).where(
-        FeatureCollection.feature_extraction_id == extraction_id
+    """Return every collection of an extraction, oldest first."""
+    query = (
+        sa.select(FeatureCollection)
+        .where(FeatureCollection.feature_extraction_id == extraction_id)
+        .order_by(FeatureCollection.id)
     )
     return list(session.scalars(query))
 
