@@ -22,15 +22,20 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 REDIS_BASE = "redis://127.0.0.1:6379"
 RUN_ID = uuid.uuid4().hex[:8]
 TEST_DB = f"qi2_test_{RUN_ID}"
+# Redis DB numbers of the broker, results and Socket.IO queue. QI2_TEST_REDIS_DB=N puts all three
+# on DB N, so several test runs on one machine never consume each other's Celery tasks (the
+# Socket.IO channel is already per run: pub/sub ignores DB numbers).
+_ONE_DB = os.environ.get("QI2_TEST_REDIS_DB")
+BROKER_DB, RESULT_DB, SOCKET_DB = (int(_ONE_DB),) * 3 if _ONE_DB else (10, 11, 12)
 
 # The environment is the settings' only input, so tests configure the app through it, once,
 # before anything reads the settings.
 os.environ.update(
     {
         "DATABASE_URL": f"mysql+pymysql://root@127.0.0.1:3306/{TEST_DB}?charset=utf8mb4",
-        "CELERY_BROKER_URL": f"{REDIS_BASE}/10",
-        "CELERY_RESULT_BACKEND": f"{REDIS_BASE}/11",
-        "SOCKET_MESSAGE_QUEUE": f"{REDIS_BASE}/12",
+        "CELERY_BROKER_URL": f"{REDIS_BASE}/{BROKER_DB}",
+        "CELERY_RESULT_BACKEND": f"{REDIS_BASE}/{RESULT_DB}",
+        "SOCKET_MESSAGE_QUEUE": f"{REDIS_BASE}/{SOCKET_DB}",
         "SOCKETIO_CHANNEL": f"qi2-test-{RUN_ID}",
         "QI2_DATA_DIR": f"/tmp/qi2-test-{RUN_ID}",
         "KEYCLOAK_REALM_NAME": "QuantImage-v2",
