@@ -7,7 +7,7 @@ a typo such as `binWidht` is reported instead of silently falling back to a defa
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -81,7 +81,8 @@ class VolumeProcessors(Strict):
     bspline_resampler: BsplineResampler | None = None
     standardizer: Standardizer | None = None
     masked_standardizer: MaskedStandardizer | None = None
-    identity_processor: dict[str, Any] | None = None
+    # The identity processor takes no parameters: only `{}` (or null) is accepted.
+    identity_processor: Annotated[dict[str, None], Field(max_length=0)] | None = None
 
 
 class BinaryBsplineResampler(Strict):
@@ -155,6 +156,15 @@ class RadiomicsSetting(Strict):
         return value
 
 
+class VoxelSetting(Strict):
+    """PyRadiomics `voxelSetting` keys (voxel-based feature maps)."""
+
+    kernelRadius: int | None = Field(None, ge=1, le=10)
+    maskedKernel: bool | None = None
+    initValue: float | None = None
+    voxelBatch: int | None = Field(None, ge=-1)
+
+
 class PyRadiomicsParams(Strict):
     """One named PyRadiomics extractor: image types, feature classes and settings."""
 
@@ -163,7 +173,7 @@ class PyRadiomicsParams(Strict):
     )
     featureClass: dict[str, list[str] | None] = Field(default_factory=dict)
     setting: RadiomicsSetting = Field(default_factory=RadiomicsSetting)
-    voxelSetting: dict[str, Any] | None = None
+    voxelSetting: VoxelSetting | None = None
 
     @field_validator("imageType")
     @classmethod
@@ -227,15 +237,52 @@ def validate_config(config: Any) -> ExtractionConfig:
         raise InvalidInput(f"Invalid extraction configuration: {listed}", details=details) from exc
 
 
+MAX_PRESET_BYTES = 256 * 1024
+
+
+def _reject_non_plain(text: str) -> None:
+    """Refuse anchors, aliases and explicit tags: they can expand a small file a million-fold
+    (alias bombs) or build values (`!!binary`) that are not JSON."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise InvalidInput(
+                f"The preset file uses the YAML alias *{event.anchor}; "
+                "aliases and anchors are not accepted"
+            )
+        if getattr(event, "anchor", None):
+            raise InvalidInput(
+                f"The preset file uses the YAML anchor &{event.anchor}; "
+                "aliases and anchors are not accepted"
+            )
+        if getattr(event, "tag", None) is not None:
+            raise InvalidInput(
+                f"The preset file uses the explicit YAML tag {event.tag!r}; "
+                "only plain values are accepted"
+            )
+
+
 def parse_yaml(text: str) -> dict[str, Any]:
-    """Parse preset YAML text into a mapping, with a readable error on bad syntax."""
+    """Parse plain preset YAML into a mapping, with a readable error on bad syntax."""
+    if len(text.encode()) > MAX_PRESET_BYTES:
+        raise InvalidInput(f"The preset file is too large (over {MAX_PRESET_BYTES // 1024} KiB)")
     try:
+        _reject_non_plain(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise InvalidInput(f"The preset file is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidInput("The preset file must contain a YAML mapping")
     return data
+
+
+def canonical_yaml(text: str) -> str:
+    """Validate preset YAML and return the canonical text of what was validated (stored as is)."""
+    data = parse_yaml(text)
+    validate_config(data)
+    canonical = yaml.safe_dump(data, default_flow_style=False, sort_keys=False, allow_unicode=True)
+    if parse_yaml(canonical) != data:  # e.g. a float that does not survive the round trip
+        raise InvalidInput("The preset file holds values that cannot be stored faithfully")
+    return canonical
 
 
 def dump_yaml(config: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from shared.presets.config_schema import parse_yaml
 from shared.presets.models import FeaturePreset
-from shared.schemas import ReadSchema, TimestampedRead
+from shared.schemas import Name, ReadSchema, TimestampedRead
 
 PRESETS_FOLDER = "feature-presets"
 
@@ -38,4 +38,11 @@ class PresetRead(TimestampedRead):
 class PresetForm(ReadSchema):
     """The multipart text fields of P3/P4 (the YAML comes as the `file` part)."""
 
-    name: str = Field(min_length=1, max_length=255)
+    name: Name
+
+
+class PresetDeleted(ReadSchema):
+    """Answer of a preset deletion."""
+
+    deleted: bool = True
+    id: int

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.presets.config_schema import parse_yaml, validate_config
+from shared.presets.config_schema import canonical_yaml
 from shared.presets.models import FeaturePreset
 
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
@@ -29,9 +29,9 @@ def safe_file_name(raw: str | None, fallback: str) -> str:
     return (cleaned or fallback)[:255]
 
 
-def check_yaml(text: str) -> None:
-    """Raise InvalidInput unless the text is a valid extraction configuration."""
-    validate_config(parse_yaml(text))
+def check_yaml(text: str) -> str:
+    """Return the canonical text of a valid extraction configuration; raise InvalidInput else."""
+    return canonical_yaml(text)
 
 
 def list_presets(session: so.Session) -> list[FeaturePreset]:
@@ -62,9 +62,9 @@ def create_preset(
     """Create a preset from validated YAML."""
     if not name:
         raise InvalidInput("name is required")
-    check_yaml(yaml_text)
+    canonical = check_yaml(yaml_text)
     _ensure_name_free(session, name)
-    preset = FeaturePreset(name=name, file_name=file_name, config_yaml=yaml_text)
+    preset = FeaturePreset(name=name, file_name=file_name, config_yaml=canonical)
     session.add(preset)
     session.flush()
     return preset
@@ -85,11 +85,16 @@ def update_preset(
     _ensure_name_free(session, name, except_id=preset_id)
     preset.name = name
     if yaml_text is not None:
-        check_yaml(yaml_text)
-        preset.config_yaml = yaml_text
+        preset.config_yaml = check_yaml(yaml_text)
         preset.file_name = file_name or preset.file_name
     session.flush()
     return preset
+
+
+def delete_preset(session: so.Session, *, preset_id: int) -> None:
+    """Delete a preset; extractions made with it keep their own copy of the configuration."""
+    session.delete(get_preset(session, preset_id=preset_id))
+    session.flush()
 
 
 def seed_default_presets(session: so.Session, *, refresh: bool = False) -> list[str]:

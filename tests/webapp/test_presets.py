@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+import yaml
 
 from shared.presets import service as preset_service
+from tests.webapp.conftest import DEFAULTS
 
 
 @pytest.fixture
@@ -209,3 +213,136 @@ def test_patch_requires_name_and_admin(client, auth, preset_yaml, seeded):
         upload(client, auth, preset_yaml, method="patch", url="/feature-presets/999999").status_code
         == 404
     )
+
+
+# --- hostile presets (issue #8 §2) -------------------------------------------------------------
+
+ANCHOR = "    bspline_resampler:"  # the first processor of `common` in the PET/CT preset
+
+
+def alias_bomb(levels: int = 6) -> io.BytesIO:
+    """A few hundred bytes of nested YAML aliases that expand to 10**levels items."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, levels):
+        refs = ", ".join([f"*l{level - 1}"] * 10)
+        lines.append(f"l{level}: &l{level} [{refs}]")
+    body = "\n".join("        " + line for line in lines)
+    text = (DEFAULTS / "PETCT_all.yaml").read_text()
+    text = text.replace(ANCHOR, "    identity_processor:\n" + body + "\n" + ANCHOR, 1)
+    return io.BytesIO(text.encode())
+
+
+def with_binary_identity(preset_yaml) -> io.BytesIO:
+    """The PET/CT preset with a `!!binary` value under the open identity_processor field."""
+    text = preset_yaml().read().decode()
+    return io.BytesIO(
+        text.replace(ANCHOR, "    identity_processor: {a: !!binary /w==}\n" + ANCHOR, 1).encode()
+    )
+
+
+def test_alias_bomb_is_rejected(client, auth, preset_yaml, seeded):
+    bomb = alias_bomb()
+    assert len(bomb.getvalue()) < 6000
+    response = upload(client, auth, preset_yaml, file=bomb)
+    assert response.status_code == 400
+    assert "alias" in response.json["error"] or "anchor" in response.json["error"]
+    listed = client.get("/feature-presets", headers=auth.headers())
+    assert len(listed.data) < 200_000
+
+
+def test_anchor_alone_is_rejected(client, auth, preset_yaml):
+    text = preset_yaml().read().decode().replace("binWidth: 20", "binWidth: &w 20", 1)
+    response = upload(client, auth, preset_yaml, file=io.BytesIO(text.encode()))
+    assert response.status_code == 400
+    assert "anchor" in response.json["error"]
+
+
+@pytest.mark.parametrize("tag", ["!!binary /w==", "!!python/name:os.system ''", "!custom 3"])
+def test_explicit_tags_are_rejected(client, auth, preset_yaml, tag):
+    text = preset_yaml().read().decode().replace("binWidth: 20", f"binWidth: {tag}", 1)
+    response = upload(client, auth, preset_yaml, file=io.BytesIO(text.encode()))
+    assert response.status_code == 400
+    assert "tag" in response.json["error"]
+
+
+def test_binary_in_open_field_does_not_poison_the_list(client, auth, preset_yaml, seeded):
+    response = upload(client, auth, preset_yaml, file=with_binary_identity(preset_yaml))
+    assert response.status_code == 400
+    petct = next(
+        p
+        for p in client.get("/feature-presets", headers=auth.headers()).json
+        if p["name"] == "PET/CT"
+    )
+    url = f"/feature-presets/{petct['id']}"
+    patched = upload(
+        client, auth, preset_yaml, method="patch", url=url, file=with_binary_identity(preset_yaml)
+    )
+    assert patched.status_code == 400
+    listed = client.get("/feature-presets", headers=auth.headers())
+    assert listed.status_code == 200
+    assert {p["name"] for p in listed.json} == {"PET/CT", "MRI", "MRI/CT", "MRI/PET"}
+
+
+@pytest.mark.parametrize(
+    ("block", "key"),
+    [
+        ("identity_processor: {payload: [1, 2, 3]}", "identity_processor"),
+        ("identity_processor: {level: 3}", "identity_processor"),
+    ],
+)
+def test_open_fields_have_a_schema(client, auth, preset_yaml, block, key):
+    text = preset_yaml().read().decode().replace(ANCHOR, f"    {block}\n{ANCHOR}", 1)
+    response = upload(client, auth, preset_yaml, file=io.BytesIO(text.encode()))
+    assert response.status_code == 400
+    assert key in response.json["error"]
+
+
+def test_voxel_setting_is_checked(client, auth, preset_yaml):
+    base = preset_yaml().read().decode()
+    anchor = "        setting:\n          binWidth: 20"
+    assert anchor in base
+    good = base.replace(
+        anchor, "        voxelSetting: {kernelRadius: 2, maskedKernel: true}\n" + anchor, 1
+    )
+    assert upload(client, auth, preset_yaml, file=io.BytesIO(good.encode())).status_code == 200
+    bad = base.replace(
+        anchor, "        voxelSetting: {kernelRadius: 2, blob: [1, 2]}\n" + anchor, 1
+    )
+    response = upload(client, auth, preset_yaml, name="Other", file=io.BytesIO(bad.encode()))
+    assert response.status_code == 400
+    assert "voxelSetting.blob" in response.json["error"]
+
+
+def test_oversized_preset_is_rejected(client, auth, preset_yaml):
+    text = preset_yaml().read().decode() + "#" + "x" * 300_000 + "\n"
+    response = upload(client, auth, preset_yaml, file=io.BytesIO(text.encode()))
+    assert response.status_code == 400
+    assert "too large" in response.json["error"]
+
+
+def test_stored_text_is_the_canonical_validated_document(client, auth, preset_yaml):
+    text = preset_yaml().read().decode().replace("binWidth: 20", "binWidth: 20  # tuned", 1)
+    response = upload(client, auth, preset_yaml, file=io.BytesIO(text.encode()))
+    assert response.status_code == 200
+    raw = response.json["config-raw"]
+    assert "# tuned" not in raw
+    assert yaml.safe_load(raw) == response.json["config"]
+    assert (
+        client.get(f"/feature-presets/{response.json['id']}", headers=auth.headers()).json[
+            "config-raw"
+        ]
+        == raw
+    )
+
+
+def test_admin_deletes_a_preset(client, auth, preset_yaml, seeded):
+    created = upload(client, auth, preset_yaml).json
+    url = f"/feature-presets/{created['id']}"
+    assert client.delete(url, headers=auth.headers("bob")).status_code == 403
+    response = client.delete(url, headers=auth.headers("alice"))
+    assert response.status_code == 200
+    assert response.json == {"deleted": True, "id": created["id"]}
+    assert client.get(url, headers=auth.headers()).status_code == 404
+    assert client.delete(url, headers=auth.headers("alice")).status_code == 404
+    names = {p["name"] for p in client.get("/feature-presets", headers=auth.headers()).json}
+    assert "Custom" not in names and "PET/CT" in names

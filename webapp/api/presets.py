@@ -9,7 +9,7 @@ from spectree import Response
 
 from shared.errors import InvalidInput
 from shared.presets import service as preset_service
-from shared.presets.schemas import PresetForm, PresetRead
+from shared.presets.schemas import PresetDeleted, PresetForm, PresetRead
 from webapp.auth import require_role
 from webapp.db import get_session
 from webapp.extensions import spec
@@ -49,8 +49,9 @@ def create_preset(form: PresetForm) -> dict[str, Any]:
     preset = preset_service.create_preset(
         session, name=form.name, file_name=file_name, yaml_text=text
     )
+    body = dump(PresetRead.from_row(preset))  # serialise before the commit: a bad row never lands
     session.commit()
-    return dump(PresetRead.from_row(preset))
+    return body
 
 
 @bp.patch("/feature-presets/<int:preset_id>")
@@ -63,8 +64,22 @@ def update_preset(preset_id: int, form: PresetForm) -> dict[str, Any]:
     preset = preset_service.update_preset(
         session, preset_id=preset_id, name=form.name, file_name=file_name, yaml_text=text
     )
+    body = dump(PresetRead.from_row(preset))  # serialise before the commit: a bad row never lands
     session.commit()
-    return dump(PresetRead.from_row(preset))
+    return body
+
+
+@bp.delete("/feature-presets/<int:preset_id>")
+@require_role()
+@spec.validate(
+    resp=Response(HTTP_200=PresetDeleted, HTTP_403=None, HTTP_404=None), tags=["presets"]
+)
+def delete_preset(preset_id: int) -> dict[str, Any]:
+    """Delete a preset (admin only); extractions made with it keep their stored configuration."""
+    session = get_session()
+    preset_service.delete_preset(session, preset_id=preset_id)
+    session.commit()
+    return dump(PresetDeleted(id=preset_id))
 
 
 def _uploaded_yaml(*, required: bool) -> tuple[str | None, str | None]:

@@ -177,8 +177,8 @@ def pyradiomics_params(block: PyRadiomicsParams) -> dict[str, Any]:
         "featureClass": dict(block.featureClass),
         "setting": block.setting.model_dump(exclude_none=True),
     }
-    if block.voxelSetting:
-        params["voxelSetting"] = block.voxelSetting
+    if block.voxelSetting is not None:
+        params["voxelSetting"] = block.voxelSetting.model_dump(exclude_none=True)
     return params
 
 
