@@ -8,7 +8,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from shared.config import Settings, get_settings
-from webapp import auth, db, errors, openapi
+from webapp import auth, bodies, db, errors, openapi
 from webapp.extensions import socketio
 
 
@@ -21,7 +21,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         JSON_SORT_KEYS=False,
     )
-    app.json.sort_keys = False  # the contract keeps insertion order
     logging.basicConfig(level=settings.log_level)
 
     CORS(
@@ -32,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     db.init_app(app)
     auth.init_app(app, settings)
+    bodies.init_app(app)  # after auth: a caller without a token gets 401 first
     errors.init_app(app)
     _register_blueprints(app)
     openapi.init_app(app)

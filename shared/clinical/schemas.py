@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
-from shared.schemas import ReadSchema, Schema, TimestampedRead
+from shared.schemas import Name, PatientId, ReadSchema, Schema, TimestampedRead
 
 FeatType = Literal["Number", "Categorical"]
 Encoding = Literal["None", "One-Hot Encoding", "Normalization", "Ordered Categories"]
 Missing = Literal["Drop", "Mode", "Median", "Mean", "None"]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-PatientId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 ClinicalMap = dict[PatientId, dict[str, Any]]
 
 
@@ -60,7 +58,7 @@ class ClinicalFeaturesPost(Schema):
     """C1 (save: `clinical_feature_map`) or C2 (read: `patient_ids`) body."""
 
     clinical_feature_map: ClinicalMap | None = None
-    patient_ids: list[str] | None = None
+    patient_ids: list[PatientId] | None = None
     clinical_feature_file_id: int | None = None
 
     @model_validator(mode="after")

@@ -7,9 +7,8 @@ from typing import Annotated
 from pydantic import Field, StringConstraints
 
 from shared.extractions.schemas import SplittingType, SplitType
-from shared.schemas import ReadSchema, Schema, TimestampedRead
+from shared.schemas import Name, PatientId, ReadSchema, Schema, TimestampedRead
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 FeatureIds = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field(min_length=1)]
 
 
@@ -48,8 +47,8 @@ class CollectionCreate(Schema):
     feature_ids: FeatureIds = Field(alias="featureIDs")
     data_splitting_type: SplittingType = Field("traintest", alias="dataSplittingType")
     train_test_split_type: SplitType = Field("automatic", alias="trainTestSplitType")
-    training_patients: list[str] | None = Field(None, alias="trainingPatients")
-    test_patients: list[str] | None = Field(None, alias="testPatients")
+    training_patients: list[PatientId] | None = Field(None, alias="trainingPatients")
+    test_patients: list[PatientId] | None = Field(None, alias="testPatients")
 
 
 class CollectionUpdate(Schema):
@@ -59,5 +58,5 @@ class CollectionUpdate(Schema):
     feature_ids: FeatureIds | None = None
     data_splitting_type: SplittingType | None = None
     train_test_split_type: SplitType | None = None
-    training_patients: list[str] | None = None
-    test_patients: list[str] | None = None
+    training_patients: list[PatientId] | None = None
+    test_patients: list[PatientId] | None = None

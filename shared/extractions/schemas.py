@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from shared.extractions.models import ExtractionTask
-from shared.schemas import IsoDatetime, ReadSchema, Schema, TimestampedRead
+from shared.schemas import IsoDatetime, Name, PatientId, ReadSchema, Schema, TimestampedRead
 
 SplittingType = Literal["traintest", "fulldataset"]
 SplitType = Literal["automatic", "manual"]
@@ -18,7 +18,7 @@ class ExtractionCreate(Schema):
     """E8 body: the parsed YAML configuration and the ROI names to extract."""
 
     config: dict[str, Any]
-    rois: list[str] = Field(min_length=1)
+    rois: list[Name] = Field(min_length=1)
 
 
 class ExtractionUpdate(Schema):
@@ -26,8 +26,8 @@ class ExtractionUpdate(Schema):
 
     data_splitting_type: SplittingType | None = None
     train_test_split_type: SplitType | None = None
-    training_patients: list[str] | None = None
-    test_patients: list[str] | None = None
+    training_patients: list[PatientId] | None = None
+    test_patients: list[PatientId] | None = None
 
 
 class ExtractionStatus(ReadSchema):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
-from shared.schemas import Schema, TimestampedRead
+from shared.schemas import Name, PatientId, Schema, TimestampedRead
 
 LabelType = Literal["Classification", "Survival"]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 # Values are kept as the client sent them (usually strings; "" = missing).
 LabelValue = str | int | float | None
 
@@ -53,7 +52,5 @@ class LabelCategoryRename(Schema):
 class LabelsSave(Schema):
     """L3 body: every label of the outcome, replacing the stored ones."""
 
-    label_map: dict[
-        Annotated[str, StringConstraints(min_length=1, max_length=64)], dict[str, LabelValue]
-    ]
+    label_map: dict[PatientId, dict[Name, LabelValue]]
     pos_label: str | None = Field(None, max_length=255)

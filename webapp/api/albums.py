@@ -26,6 +26,10 @@ class AlbumRois(RootModel[dict[str, int]]):
     """ROI name -> number of studies of the album that contain it."""
 
 
+class MaybeOutcome(RootModel[LabelCategoryRead | None]):
+    """The caller's current outcome of the album, or null when none is selected."""
+
+
 def _rois(album_id: str, *, force: bool) -> dict[str, int]:
     """Compute (or read the cached) ROI map with the caller's credentials."""
     session = get_session()
@@ -50,7 +54,7 @@ def album_rois_forced(album_id: str) -> dict[str, int]:
 
 
 @bp.get("/albums/<album_id>/current-outcome")
-@spec.validate(resp=Resp(HTTP_200=LabelCategoryRead), tags=TAGS, skip_validation=True)
+@spec.validate(resp=Resp(HTTP_200=MaybeOutcome), tags=TAGS, skip_validation=True)
 def current_outcome(album_id: str) -> Response:
     """Return the outcome the caller selected for the album, or JSON null."""
     category = label_service.current(

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
+from pydantic import RootModel
 from spectree import Response as Resp
 
 from shared import jobs
@@ -29,6 +30,10 @@ bp = Blueprint("extractions", __name__)
 TAGS = ["extractions"]
 
 
+class MaybeExtraction(RootModel[ExtractionRead | None]):
+    """The latest extraction of an album, or null when the caller has none."""
+
+
 def _owned(extraction_id: int):
     """Load the caller's extraction (404 for anyone else's)."""
     return service.get_owned(
@@ -37,7 +42,7 @@ def _owned(extraction_id: int):
 
 
 @bp.get("/extractions/album/<album_id>")
-@spec.validate(resp=Resp(HTTP_200=ExtractionRead), tags=TAGS, skip_validation=True)
+@spec.validate(resp=Resp(HTTP_200=MaybeExtraction), tags=TAGS, skip_validation=True)
 def latest_for_album(album_id: str) -> Response:
     """Return the caller's latest extraction of an album (raw tasks), or JSON null."""
     session = get_session()
