@@ -15,7 +15,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import jwt
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 
 from shared.config import Settings
 from shared.errors import Forbidden, Unauthorized
@@ -180,6 +180,14 @@ def authenticate_request() -> None:
     g.access_token = token  # forwarded to Kheops, which trusts the same realm; never logged
 
 
+def secure_headers(response: Response) -> Response:
+    """After every request: no MIME sniffing; nothing a token unlocked is cached anywhere."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if request.method != "OPTIONS" and not _is_public(current_app, request.endpoint):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def current_user() -> Principal:
     """Return the authenticated caller of this request."""
     return g.principal
@@ -210,3 +218,4 @@ def init_app(app: Flask, settings: Settings) -> None:
     """Install the verifier and the authentication hook."""
     app.extensions["qi2_verifier"] = TokenVerifier(settings)
     app.before_request(authenticate_request)
+    app.after_request(secure_headers)

@@ -1,13 +1,60 @@
-"""OpenAPI 3 document generated from the route and schema declarations, plus browsable docs."""
+"""OpenAPI 3 document generated from the route and schema declarations, plus browsable docs.
+
+The docs page is Swagger UI with its assets served from the installed `swagger-ui-bundle`
+package under /docs/assets/: the page loads nothing from another host.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, jsonify, redirect
+from flask import Flask, abort, jsonify, redirect, send_from_directory
+from swagger_ui_bundle import swagger_ui_path
 
 from webapp.auth import public
 from webapp.extensions import spec
+
+ASSETS_URL = "/docs/assets"
+ASSETS = frozenset(
+    {
+        "swagger-ui.css",
+        "swagger-ui-bundle.js",
+        "swagger-ui-standalone-preset.js",
+        "favicon-16x16.png",
+        "favicon-32x32.png",
+        "oauth2-redirect.html",
+    }
+)
+ASSET_MAX_AGE = 24 * 3600
+
+# spectree formats this with str.format (spec_url, ...): literal braces are doubled.
+SWAGGER_PAGE = f"""<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="utf-8">
+    <meta name="viewport" content="width=device-width, initial-scale=1">
+    <title>QuantImage v2 API</title>
+    <link rel="stylesheet" href="{ASSETS_URL}/swagger-ui.css">
+    <link rel="icon" type="image/png" href="{ASSETS_URL}/favicon-32x32.png">
+  </head>
+  <body>
+    <div id="swagger-ui"></div>
+    <script src="{ASSETS_URL}/swagger-ui-bundle.js"></script>
+    <script src="{ASSETS_URL}/swagger-ui-standalone-preset.js"></script>
+    <script>
+      window.onload = function () {{{{
+        window.ui = SwaggerUIBundle({{{{
+          url: "{{spec_url}}",
+          dom_id: "#swagger-ui",
+          presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+          layout: "StandaloneLayout",
+          oauth2RedirectUrl: location.origin + "{ASSETS_URL}/oauth2-redirect.html",
+        }}}});
+      }}}};
+    </script>
+  </body>
+</html>
+"""
 
 
 @public
@@ -22,8 +69,19 @@ def docs_index() -> Any:
     return redirect("/docs/swagger/")
 
 
+@public
+def docs_asset(name: str) -> Any:
+    """Serve one Swagger UI file from the installed package (a fixed list, nothing else)."""
+    if name not in ASSETS:
+        abort(404)
+    return send_from_directory(swagger_ui_path, name, max_age=ASSET_MAX_AGE)
+
+
 def init_app(app: Flask) -> None:
-    """Register the docs routes (spectree adds /docs/swagger/, /docs/redoc/, ...)."""
+    """Register the docs routes (spectree adds /docs/swagger/ from SWAGGER_PAGE)."""
     app.add_url_rule("/openapi.json", "openapi_json", openapi_json)
     app.add_url_rule("/docs", "openapi_docs_index", docs_index)
+    app.add_url_rule(f"{ASSETS_URL}/<name>", "openapi_docs_asset", docs_asset)
+    # Only Swagger UI, on our own assets: spectree's stock pages load theirs from CDNs.
+    spec.config.page_templates = {"swagger": SWAGGER_PAGE}
     spec.register(app)

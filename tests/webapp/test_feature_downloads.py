@@ -137,3 +137,15 @@ def test_downloads_are_owner_only(client, auth, extraction):
         response = client.get(url, headers=auth.headers("alice"))
         assert response.status_code == 404
         assert response.json == {"error": "Feature extraction not found"}
+
+
+def test_downloads_are_not_cached_nor_sniffed(client, auth, extraction):
+    for url in (
+        f"/extractions/{extraction.id}/download",
+        f"/extractions/{extraction.id}/download-configuration",
+        f"/extractions/{extraction.id}/feature-details",
+    ):
+        response = client.get(url, headers=auth.headers())
+        assert response.status_code == 200, url
+        assert response.headers["X-Content-Type-Options"] == "nosniff", url
+        assert response.headers["Cache-Control"] == "no-store", url

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 def test_liveness_needs_no_token(client):
     response = client.get("/")
@@ -57,3 +59,33 @@ def test_docs_page_is_browsable(client):
     page = client.get("/docs/swagger/")
     assert page.status_code == 200
     assert b"openapi.json" in page.data
+
+
+def test_docs_page_loads_nothing_from_another_host(app, client):
+    page = client.get("/docs/swagger/").data.decode()
+    assert "://" not in page.replace("location.origin", "")
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"} <= set(assets)
+    for url in assets:
+        with client.get(url) as response:
+            assert response.status_code == 200, url
+            assert len(response.data) > 500, url
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert client.get("/docs/assets/index.j2").status_code == 404
+    # spectree's stock pages (redoc, scalar) load their scripts from CDNs: not served.
+    assert [r.rule for r in app.url_map.iter_rules() if r.rule.startswith("/docs/")] == [
+        "/docs/assets/<name>",
+        "/docs/openapi.json",
+        "/docs/swagger/",
+    ]
+
+
+def test_authenticated_responses_are_not_cached_nor_sniffed(client, auth):
+    for url in ("/feature-presets", "/navigation", "/no/such/route"):
+        response = client.get(url, headers=auth.headers())
+        assert response.headers["X-Content-Type-Options"] == "nosniff", url
+        assert response.headers["Cache-Control"] == "no-store", url
+    refused = client.get("/feature-presets")
+    assert refused.status_code == 401
+    assert refused.headers["Cache-Control"] == "no-store"
+    assert client.get("/").headers["X-Content-Type-Options"] == "nosniff"
