@@ -5,6 +5,12 @@ the JWKS (`certs`), a token endpoint (password, client_credentials, refresh_toke
 userinfo. Access tokens carry Keycloak's claims (`realm_access`, `resource_access`, `azp`, ...).
 Tests also mint tokens directly: expired ones, ones signed by a foreign key, other issuers.
 
+Clients, as in the realm export: `quantimage2-frontend` is public (password and refresh grants,
+no secret); `quantimage2-dev-service` is confidential, the only one allowed the
+client_credentials grant, with the secret `quantimage2-dev-service-secret` (form field
+`client_secret` or HTTP Basic). Any other client, or a wrong or missing secret, is refused
+with 401 `invalid_client`, as Keycloak does.
+
 Run alone: `python -m webapp.dev.oidc_issuer --port 8180`.
 """
 
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hmac
 import threading
 import time
 import uuid
@@ -26,6 +33,8 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 DEFAULT_REALM = "QuantImage-v2"
 DEFAULT_CLIENT = "quantimage2-frontend"
+DEV_SERVICE_CLIENT = "quantimage2-dev-service"
+DEV_SERVICE_SECRET = "quantimage2-dev-service-secret"  # dev-only, documented above
 
 
 @dataclass
@@ -54,9 +63,16 @@ class LocalIssuer:
         client_id: str = DEFAULT_CLIENT,
         users: list[User] | None = None,
         base_url: str = "",
+        clients: dict[str, str | None] | None = None,
     ) -> None:
         self.realm = realm
         self.client_id = client_id
+        # client id -> secret; None marks a public client (no secret, no client_credentials).
+        self.clients = (
+            clients
+            if clients is not None
+            else {client_id: None, DEV_SERVICE_CLIENT: DEV_SERVICE_SECRET}
+        )
         self.users = {u.username: u for u in (users or [])}
         self.base_url = base_url.rstrip("/")
         self.keys: dict[str, rsa.RSAPrivateKey] = {}
@@ -97,8 +113,11 @@ class LocalIssuer:
         return f"{self.base_url}/realms/{self.realm}"
 
     # tokens --------------------------------------------------------------------------------
-    def claims_for(self, user: User, *, ttl: int = 300, typ: str = "Bearer") -> dict[str, Any]:
-        """Build Keycloak-style access-token claims for a user."""
+    def claims_for(
+        self, user: User, *, ttl: int = 300, typ: str = "Bearer", client: str | None = None
+    ) -> dict[str, Any]:
+        """Build Keycloak-style access-token claims for a user (of the default client)."""
+        client = client or self.client_id
         now = int(time.time())
         claims: dict[str, Any] = {
             "exp": now + ttl,
@@ -108,11 +127,11 @@ class LocalIssuer:
             "aud": "account",
             "sub": user.sub,
             "typ": typ,
-            "azp": self.client_id,
+            "azp": client,
             "scope": "openid profile email",
             "preferred_username": user.username,
             "realm_access": {"roles": list(user.realm_roles)},
-            "resource_access": {self.client_id: {"roles": list(user.client_roles)}},
+            "resource_access": {client: {"roles": list(user.client_roles)}},
         }
         if user.email:
             claims["email"] = user.email
@@ -215,11 +234,29 @@ class LocalIssuer:
 
             abort(404)
 
+    def _client(self) -> tuple[str | None, str | None]:
+        """Return the authenticated client id, or (None, reason) when it is refused."""
+        basic = request.authorization
+        if basic is not None and basic.type == "basic":
+            client, secret = basic.username, basic.password
+        else:
+            client, secret = request.form.get("client_id"), request.form.get("client_secret")
+        client = client or self.client_id
+        if client not in self.clients:
+            return None, f"Unknown client {client!r}"
+        expected = self.clients[client]
+        if expected is not None and not hmac.compare_digest(secret or "", expected):
+            return None, "Invalid client or Invalid client credentials"
+        return client, None
+
     def _token_response(self) -> Any:
         """Handle the token endpoint's grants (the `ttl` query parameter is a test hook)."""
         form = request.form
         ttl = int(request.args.get("ttl", form.get("ttl", 300)))
         grant = form.get("grant_type")
+        client, refused = self._client()
+        if client is None:
+            return jsonify(error="invalid_client", error_description=refused), 401
         if grant == "password":
             user = self.users.get(form.get("username", ""))
             if user is None or user.password != form.get("password"):
@@ -240,12 +277,16 @@ class LocalIssuer:
             if user is None:
                 return jsonify(error="invalid_grant"), 400
         elif grant == "client_credentials":
-            client = form.get("client_id") or self.client_id
+            if self.clients[client] is None:  # public clients have no service account
+                return jsonify(
+                    error="unauthorized_client",
+                    error_description="Public client not allowed to retrieve service account",
+                ), 400
             user = User(username=f"service-account-{client}", password="", sub=f"sa-{client}")
         else:
             return jsonify(error="unsupported_grant_type"), 400
-        access = self.sign(self.claims_for(user, ttl=ttl))
-        refresh = self.sign(self.claims_for(user, ttl=ttl * 2, typ="Refresh"))
+        access = self.sign(self.claims_for(user, ttl=ttl, client=client))
+        refresh = self.sign(self.claims_for(user, ttl=ttl * 2, typ="Refresh", client=client))
         return jsonify(
             access_token=access,
             expires_in=ttl,
