@@ -115,6 +115,38 @@ def test_huge_path_ids_are_404(client, auth, method, url):
     assert response.json == {"error": "Not found"}
 
 
+@pytest.fixture
+def on_sqlite(engine, tmp_path):
+    """Point the app at an embedded SQLite database, as `./qi2 run` does, for one test."""
+    import shared.db.all_models  # noqa: F401  (every table on the metadata)
+    from shared.db import session as db_session
+    from shared.db.base import Base
+
+    sqlite = db_session.make_engine(f"sqlite:///{tmp_path / 'qi2.db'}")
+    Base.metadata.create_all(sqlite)
+    db_session.configure(engine=sqlite)
+    try:
+        yield
+    finally:
+        db_session.configure(engine=engine)
+        sqlite.dispose()
+
+
+def test_huge_ids_on_sqlite_are_4xx_not_overflow(client, auth, on_sqlite):
+    # SQLite's driver raises OverflowError for integers past 64 bits: they must not reach it.
+    for method, url in (
+        ("GET", f"/extractions/{HUGE}"),
+        ("GET", f"/feature-presets/{HUGE}"),
+        ("DELETE", f"/labels/{HUGE}"),
+    ):
+        assert send(client, auth, method, url).status_code == 404, url
+    body = {"featureExtractionID": HUGE, "name": "c", "featureIDs": ["f"]}
+    response = send(client, auth, "POST", "/feature-collections/new", json=body)
+    assert response.status_code == 400
+    assert "featureExtractionID" in response.json["error"]
+    assert send(client, auth, "GET", "/feature-presets/1").status_code == 404  # SQLite answers
+
+
 def test_largest_64_bit_path_id_reaches_the_route(client, auth):
     response = send(client, auth, "GET", f"/extractions/{HUGE - 1}")
     assert response.status_code == 404
