@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import Field
 
+from shared.errors import InvalidInput
 from shared.presets.config_schema import parse_yaml
 from shared.presets.models import FeaturePreset
 from shared.schemas import Name, ReadSchema, TimestampedRead
 
+log = logging.getLogger(__name__)
 PRESETS_FOLDER = "feature-presets"
+
+
+def _stored_config(row: FeaturePreset) -> dict[str, Any]:
+    """Parse a stored preset; a row saved before the plain-YAML rules reads as `{}` (with its
+    raw text), so it cannot break the list and an admin can still see and delete it."""
+    try:
+        return parse_yaml(row.config_yaml)
+    except InvalidInput:
+        log.warning("feature preset %s holds YAML that is no longer accepted", row.id)
+        return {}
 
 
 class PresetRead(TimestampedRead):
@@ -30,7 +43,7 @@ class PresetRead(TimestampedRead):
             updated_at=row.updated_at,
             name=row.name,
             config_path=f"{PRESETS_FOLDER}/{row.file_name}",
-            config=parse_yaml(row.config_yaml),
+            config=_stored_config(row),
             config_raw=row.config_yaml,
         )
 

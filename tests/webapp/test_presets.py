@@ -346,3 +346,25 @@ def test_admin_deletes_a_preset(client, auth, preset_yaml, seeded):
     assert client.delete(url, headers=auth.headers("alice")).status_code == 404
     names = {p["name"] for p in client.get("/feature-presets", headers=auth.headers()).json}
     assert "Custom" not in names and "PET/CT" in names
+
+
+def test_rows_stored_before_the_plain_yaml_rules_do_not_break_the_list(client, auth, db, seeded):
+    from shared.presets.models import FeaturePreset
+
+    legacy = FeaturePreset(
+        name="Legacy",
+        file_name="legacy.yaml",
+        config_yaml=alias_bomb(3).getvalue().decode().replace("# PET/CT", "a: !!binary /w==\n#"),
+    )
+    db.add(legacy)
+    db.commit()
+    listed = client.get("/feature-presets", headers=auth.headers())
+    assert listed.status_code == 200
+    row = next(p for p in listed.json if p["name"] == "Legacy")
+    assert row["config"] == {}
+    assert "!!binary" in row["config-raw"]
+    url = f"/feature-presets/{legacy.id}"
+    assert client.delete(url, headers=auth.headers("alice")).status_code == 200
+    assert "Legacy" not in {
+        p["name"] for p in client.get("/feature-presets", headers=auth.headers()).json
+    }
