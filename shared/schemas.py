@@ -15,6 +15,8 @@ from pydantic import (
     field_validator,
 )
 
+from shared.db.base import ALBUM_ID_LENGTH
+
 INT64_MAX = 2**63 - 1
 # C0 controls and DEL; free text may keep tab and newlines, names and ids may not.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -38,12 +40,15 @@ def no_control_characters(value: str) -> str:
     return value
 
 
-# Names (presets, outcomes, collections, clinical features) and patient ids of request bodies.
+# Names (presets, outcomes, collections, clinical features), patient ids and album ids of requests.
 Name = Annotated[
     str, StringConstraints(min_length=1, max_length=255), AfterValidator(no_control_characters)
 ]
 PatientId = Annotated[
     str, StringConstraints(min_length=1, max_length=64), AfterValidator(no_control_characters)
+]
+AlbumIdText = Annotated[
+    str, StringConstraints(max_length=ALBUM_ID_LENGTH), AfterValidator(no_control_characters)
 ]
 
 

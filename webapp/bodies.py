@@ -17,6 +17,7 @@ from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest
 
+from shared.db.base import ALBUM_ID_LENGTH
 from shared.errors import InvalidInput, NotFound
 from shared.schemas import CONTROL_CHARACTERS, INT64_MAX
 
@@ -85,15 +86,20 @@ def parse_json_body() -> None:
 
 
 def check_path_values() -> None:
-    """Refuse ids past 64 bits (no such row: 404) and path values with control characters."""
+    """Refuse ids past 64 bits (no such row: 404) and text values (album ids) that are too
+    long for their column or hold control characters."""
     for name, value in (request.view_args or {}).items():
         if isinstance(value, int) and value > INT64_MAX:
             raise NotFound("Not found")
-        if isinstance(value, str) and CONTROL_CHARACTERS.search(value):
-            raise InvalidInput(
-                f"{name}: must not contain control characters",
-                details=[{"key": name, "message": "must not contain control characters"}],
-            )
+        if not isinstance(value, str):
+            continue
+        problem = None
+        if CONTROL_CHARACTERS.search(value):
+            problem = "must not contain control characters"
+        elif len(value) > ALBUM_ID_LENGTH:  # album ids are the only text in our paths
+            problem = f"must be at most {ALBUM_ID_LENGTH} characters"
+        if problem:
+            raise InvalidInput(f"{name}: {problem}", details=[{"key": name, "message": problem}])
 
 
 def init_app(app: Flask) -> None:

@@ -23,7 +23,8 @@ DateTime6 = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"
 LargeBlob = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 UserId = sa.String(64)
-AlbumId = sa.String(128)
+ALBUM_ID_LENGTH = 128
+AlbumId = sa.String(ALBUM_ID_LENGTH)
 DicomUid = sa.String(64)
 
 

@@ -265,3 +265,25 @@ def test_openapi_says_e1_and_a3_may_be_null(client):
         ref = schema["$ref"].rsplit("/", 1)[-1]
         component = client.get("/openapi.json").json["components"]["schemas"][ref]
         assert {"type": "null"} in component["anyOf"], component
+
+
+def test_album_ids_longer_than_their_column_are_400(client, auth):
+    album = "a" * 129
+    definition = {"feat_type": "Number", "encoding": "None", "missing_values": "Drop"}
+    checks = [
+        ("POST", f"/label-categories/{album}", {"label_type": "Classification", "name": "n"}),
+        ("PATCH", f"/albums/{album}/current-outcome", None),
+        ("GET", f"/extractions/album/{album}", None),
+        ("POST", f"/clinical-features?album_id={album}", {"clinical_feature_map": {"P1": {}}}),
+        (
+            "POST",
+            f"/clinical-features-definitions?album_id={album}",
+            {"clinical_feature_definitions": {"n": definition}},
+        ),
+    ]
+    for method, url, body in checks:
+        response = send(client, auth, method, url, **({"json": body} if body else {}))
+        assert response.status_code == 400, (url, response.json)
+        assert "album_id" in response.json["error"], response.json
+    longest = send(client, auth, "GET", f"/extractions/album/{'a' * 128}")
+    assert longest.status_code == 200

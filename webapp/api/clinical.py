@@ -20,7 +20,7 @@ from shared.clinical.schemas import (
     UniqueValuesBody,
 )
 from shared.errors import InvalidInput
-from shared.schemas import Schema
+from shared.schemas import AlbumIdText, Schema
 from webapp.auth import current_user
 from webapp.db import get_session
 from webapp.extensions import spec
@@ -33,7 +33,7 @@ TAGS = ["clinical features"]
 class AlbumQuery(Schema):
     """The album, always from the query string (the frontend's body copy is ignored)."""
 
-    album_id: str | None = None
+    album_id: AlbumIdText | None = None
 
     def required(self) -> str:
         """Return the album id or refuse the request."""
