@@ -11,6 +11,8 @@ from typing import Any
 from flask import Flask, abort, jsonify, redirect, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
+from shared.db.base import ALBUM_ID_LENGTH
+from shared.schemas import INT64_MAX
 from webapp.auth import public
 from webapp.extensions import spec
 
@@ -57,10 +59,31 @@ SWAGGER_PAGE = f"""<!DOCTYPE html>
 """
 
 
+def document() -> dict[str, Any]:
+    """Return the OpenAPI document, its path parameters bounded as `webapp.bodies` enforces."""
+    generated = spec.spec  # built once and cached by spectree (also served at /docs/openapi.json)
+    if not generated.get("x-path-bounds"):
+        for operations in generated.get("paths", {}).values():
+            for operation in operations.values():
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "path":
+                        _bound(parameter["schema"])
+        generated["x-path-bounds"] = True
+    return generated
+
+
+def _bound(schema: dict[str, Any]) -> None:
+    """Ids are 64-bit and not negative; text path values are album ids (their column's length)."""
+    if schema.get("type") == "integer":
+        schema.update(format="int64", minimum=0, maximum=INT64_MAX)
+    elif schema.get("type") == "string":
+        schema.update(minLength=1, maxLength=ALBUM_ID_LENGTH)
+
+
 @public
 def openapi_json() -> Any:
     """Serve the OpenAPI document."""
-    return jsonify(spec.spec)
+    return jsonify(document())
 
 
 @public

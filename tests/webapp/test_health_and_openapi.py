@@ -89,3 +89,18 @@ def test_authenticated_responses_are_not_cached_nor_sniffed(client, auth):
     assert refused.status_code == 401
     assert refused.headers["Cache-Control"] == "no-store"
     assert client.get("/").headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_openapi_path_parameters_state_their_bounds(client):
+    paths = client.get("/openapi.json").json["paths"]
+    parameters = {
+        p["name"]: p["schema"]
+        for p in paths["/albums/{album_id}/current-outcome/{category_id}"]["patch"]["parameters"]
+    }
+    assert parameters["category_id"] == {
+        "type": "integer",
+        "format": "int64",
+        "minimum": 0,
+        "maximum": 2**63 - 1,
+    }
+    assert parameters["album_id"] == {"type": "string", "minLength": 1, "maxLength": 128}
