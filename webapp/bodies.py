@@ -31,7 +31,8 @@ class StrictJSONProvider(DefaultJSONProvider):
     """Flask's JSON provider whose `loads` refuses documents nested too deeply."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        """Parse JSON; deep nesting is a ValueError (Flask then answers 400), not a crash."""
+        """Parse JSON; deep nesting and NaN/Infinity are ValueErrors (Flask answers 400)."""
+        kwargs.setdefault("parse_constant", _not_a_json_number)
         try:
             data = json.loads(s, **kwargs)
         except RecursionError as exc:
@@ -39,6 +40,11 @@ class StrictJSONProvider(DefaultJSONProvider):
         if _depth(data) > MAX_JSON_DEPTH:
             raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
         return data
+
+
+def _not_a_json_number(name: str) -> Any:
+    """Refuse NaN and Infinity, which Python reads but JSON does not have."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _depth(data: Any) -> int:

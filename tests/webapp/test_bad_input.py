@@ -74,8 +74,10 @@ def test_deep_json_is_400_on_every_json_route(client, auth, routes, body):
         ('{"name": "x"}', None),
         ("[1, 2]", "application/json"),
         ("null", "application/json"),
+        ('{"path": "/x", "n": NaN}', "application/json"),
+        ('{"path": "/x", "n": -Infinity}', "application/json"),
     ],
-    ids=["invalid", "empty", "not-utf8", "text-plain", "no-type", "array", "null"],
+    ids=["invalid", "empty", "not-utf8", "text-plain", "no-type", "array", "null", "nan", "inf"],
 )
 def test_unreadable_body_is_400_on_every_json_route(client, auth, routes, data, content_type):
     for method, url in routes:
