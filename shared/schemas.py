@@ -71,7 +71,7 @@ def _check_plain_values(value: Any) -> None:
 
 
 class Schema(BaseModel):
-    """Base for request bodies: strings are trimmed."""
+    """Base for request bodies: strings trimmed, integers within 64 bits, no NUL or controls."""
 
     # Unknown keys are ignored, never assigned: the frontend sends extras (e.g. album_id).
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, populate_by_name=True)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
 
-from shared.schemas import Schema, TimestampedRead
+from pydantic import AfterValidator, Field
+
+from shared.schemas import Schema, TimestampedRead, no_control_characters
 
 
 class NavigationCreate(Schema):
     """The body of N1: the react-router pathname."""
 
-    path: str = Field(min_length=1, max_length=2048)
+    path: Annotated[str, AfterValidator(no_control_characters)] = Field(
+        min_length=1, max_length=2048
+    )
 
 
 class NavigationRead(TimestampedRead):

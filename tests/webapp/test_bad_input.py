@@ -215,6 +215,7 @@ def test_control_characters_in_names_are_400_naming_the_field(client, auth, db, 
     checks += [
         ("PATCH", f"/labels/{category.id}", {"name": bad}, "name"),
         ("POST", f"/labels/{category.id}", {"label_map": {bad: {"Outcome": "1"}}}, "label_map"),
+        ("POST", "/navigation", {"path": f"/albums/{bad}"}, "path"),
         (
             "PATCH",
             f"/extractions/{HUGE - 1}",
