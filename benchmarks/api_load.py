@@ -244,13 +244,20 @@ def seed(engine: Any, owner_sub: str) -> int:
 class Platform:
     """The processes of one run."""
 
-    api_url: str
+    api_url: str  # where the HTTP clients go
     socket_url: str
     processes: list[subprocess.Popen]
     logs: Path
+    names: list[str]
+
+    def named(self) -> dict[str, subprocess.Popen]:
+        """Return the processes by name."""
+        return dict(zip(self.names, self.processes, strict=True))
 
 
-def start_platform(args: argparse.Namespace, env: dict[str, str], logs: Path) -> Platform:
+def start_platform(
+    args: argparse.Namespace, env: dict[str, str], logs: Path, processes: list[subprocess.Popen]
+) -> Platform:
     """Start the API (and, in the new design, the Socket.IO service) and an extraction worker."""
     from webapp.servers import api_command, socket_command
 
@@ -261,7 +268,7 @@ def start_platform(args: argparse.Namespace, env: dict[str, str], logs: Path) ->
         )
 
     api_port = free_port()
-    processes = []
+    names = ["api"]
     if args.design == "threading":
         source = Path(args.source).resolve()
         venv = Path(sys.executable).parent
@@ -272,16 +279,21 @@ def start_platform(args: argparse.Namespace, env: dict[str, str], logs: Path) ->
     else:
         socket_port = free_port()
         processes.append(spawn("api", api_command("127.0.0.1", api_port), ROOT, {}))
-        processes.append(spawn("sockets", socket_command("127.0.0.1", socket_port), ROOT, {}))
+        upstream = f"http://127.0.0.1:{api_port}" if args.via_front else None
+        command = socket_command("127.0.0.1", socket_port, upstream)
+        processes.append(spawn("sockets", command, ROOT, {}))
+        names.append("sockets")
         api_url, socket_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{socket_port}"
     worker = [str(Path(sys.executable).parent / "celery"), "-A", "workers.celery_app", "worker"]
     worker += ["-Q", "extraction", "-c", "1", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"]
     worker += ["--without-mingle", "--without-gossip", "-l", "WARNING"]
     processes.append(spawn("worker", worker, ROOT, {}))
-    platform = Platform(api_url, socket_url, processes, logs)
     wait_http(f"{api_url}/health/ready")
     if socket_url != api_url:
         wait_http(f"{socket_url}/health/sockets")
+    if args.via_front:
+        api_url = socket_url  # the dev/local shape: REST through the Socket.IO front
+    platform = Platform(api_url, socket_url, processes, logs, [*names, "worker"])
     return platform
 
 
@@ -296,6 +308,20 @@ def stop_processes(processes: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live children, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 # --- the Redis tap: when each event was published ---------------------------------------------
@@ -341,6 +367,7 @@ class HttpStats:
 
     light: list[float] = field(default_factory=list)
     details: list[float] = field(default_factory=list)
+    by_kind: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
 
     def error(self, what: str) -> None:
@@ -385,6 +412,7 @@ async def http_load(
                     stats.error(f"{kind}: HTTP {response.status_code}")
                     continue
                 (stats.details if kind == "details" else stats.light).append(elapsed)
+                stats.by_kind.setdefault(kind, []).append(elapsed)
 
     timeout = httpx.Timeout(10.0)
     async with httpx.AsyncClient(base_url=api_url, timeout=timeout, limits=limits) as session:
@@ -517,8 +545,7 @@ def run(args: argparse.Namespace) -> None:
         engine.dispose()
         print(f"seeded {N_PATIENTS} patients in {time.monotonic() - started:.1f} s")
         write_cohort(work / "albums" / SMALL_ALBUM, n_patients=args.small_studies, seed=5)
-        platform = start_platform(args, env, logs)
-        processes = platform.processes
+        platform = start_platform(args, env, logs, processes)
         owner_token = issuer.mint(OWNER, ttl=3600)
         measure(args, issuer, users, platform, owner_token, extraction_id, redis_url, channel)
     finally:
@@ -586,6 +613,7 @@ def measure(
         starter = threading.Thread(target=small)
         starter.start()
         started = time.monotonic()
+        cpu_before = {name: cpu_seconds(p.pid) for name, p in platform.named().items()}
         stats = asyncio.run(
             http_load(
                 platform.api_url,
@@ -598,6 +626,7 @@ def measure(
         )
         wall = time.monotonic() - started
         load = os.getloadavg()
+        cpu = {n: cpu_seconds(p.pid) - cpu_before[n] for n, p in platform.named().items()}
         starter.join()
         small_id = holder.get("small_id")
         finished = small_id is not None and extraction_done(
@@ -618,6 +647,12 @@ def measure(
             child.kill()
             child.wait()
     result = json.loads(result_line[len("RESULT ") :]) if result_line else {}
+    served = len(stats.light) + len(stats.details)
+    print(
+        "cpu seconds during the HTTP run: "
+        + ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items())
+        + f"; api cpu per answered request {1000 * cpu['api'] / max(served, 1):.1f} ms"
+    )
     report(args, stats, wall, load, result, tap, owners, finished, small_id)
 
 
@@ -640,7 +675,10 @@ def report(
     errors = sum(stats.errors.values())
     requests = len(stats.light) + len(stats.details) + errors
     sockets = result.get("still_connected", 0)
-    print(f"design: {args.design}   load average during the run: {load[0]:.2f} {load[1]:.2f}")
+    shape = " (REST through the Socket.IO front)" if args.via_front else ""
+    print(
+        f"design: {args.design}{shape}   load average during the run: {load[0]:.2f} {load[1]:.2f}"
+    )
     print(
         f"http: {requests} requests in {wall:.1f} s ({requests / wall:.0f}/s) by "
         f"{args.http_clients} clients; errors {errors} {stats.errors or ''}"
@@ -654,6 +692,9 @@ def report(
         f"p50 {percentile(stats.details, 50):.0f} ms, p95 {percentile(stats.details, 95):.0f} ms, "
         f"p99 {percentile(stats.details, 99):.0f} ms"
     )
+    for kind, values in stats.by_kind.items():
+        p50, p95 = percentile(values, 50), percentile(values, 95)
+        print(f"  {kind:8} n={len(values):5}  p50 {p50:5.0f} ms  p95 {p95:5.0f} ms")
     print(
         f"sockets: {result.get('connected', 0)} connected, {sockets} still connected at the end; "
         f"small extraction {small_id} finished: {finished}"
@@ -687,6 +728,11 @@ def main() -> None:
     parser.add_argument("--connect-timeout", type=float, default=10.0)
     parser.add_argument("--ramp", type=int, default=50, help="connections in flight at once")
     parser.add_argument("--redis-db", type=int, default=7)
+    parser.add_argument(
+        "--via-front",
+        action="store_true",
+        help="send the HTTP clients through the Socket.IO service's forwarder (dev/local shape)",
+    )
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

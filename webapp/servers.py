@@ -16,6 +16,10 @@ VENV_BIN = Path(sys.executable).parent
 # on MariaDB or Kheops (benchmarks/api_load.py measured the choice).
 API_WORKERS = 2
 API_THREADS = 8
+# Idle keep-alive connections cost a file descriptor, no thread. Longer than the idle timeout
+# of what reuses them (Traefik 90 s, the dev front's pool 5 s): a server that closes first
+# races the next request on that connection, which then fails with a reset.
+API_KEEP_ALIVE_SECONDS = 100
 
 
 def api_command(host: str, port: int) -> list[str]:
@@ -28,6 +32,8 @@ def api_command(host: str, port: int) -> list[str]:
         str(API_WORKERS),
         "--threads",
         str(API_THREADS),
+        "--keep-alive",
+        str(API_KEEP_ALIVE_SECONDS),
         "-b",
         f"{host}:{port}",
         "webapp.wsgi:app",

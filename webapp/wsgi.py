@@ -1,4 +1,4 @@
-"""WSGI entry point of the REST API: `gunicorn -k gthread -w 2 --threads 8 webapp.wsgi:app`.
+"""WSGI entry point of the REST API, served by gunicorn gthread (webapp/servers.py).
 
 The API holds no WebSocket: Socket.IO is its own process (webapp/socket_service.py,
 docs/decisions/0001-socketio-server-mode.md), so any number of worker processes is fine.
