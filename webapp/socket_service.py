@@ -44,8 +44,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 HEALTH_PATH = "/health/sockets"
-# Connection-level headers that a proxy must not forward (RFC 9110 §7.6.1), plus Host, which
-# httpx sets for the upstream.
+# Connection-level headers that a proxy must not forward (RFC 9110 §7.6.1). Host is forwarded
+# as the browser sent it, so the API builds any absolute URL with the public origin.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -194,7 +194,7 @@ class RestForwarder:
         url = self.upstream + scope["path"]
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
-        headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP and k != b"host"]
+        headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
         client_addr = scope.get("client")
         if client_addr:
             headers.append((b"x-forwarded-for", client_addr[0].encode()))
