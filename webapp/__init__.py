@@ -1,4 +1,7 @@
-"""The HTTP + Socket.IO edge: parse the request, call a shared service, commit, serialise."""
+"""The HTTP edge: parse the request, call a shared service, commit, serialise.
+
+Socket.IO is served by its own process (webapp/socket_service.py, ADR 0001).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from flask_cors import CORS
 
 from shared.config import Settings, get_settings
 from webapp import auth, bodies, db, errors, openapi
-from webapp.extensions import socketio
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -35,16 +37,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     _register_blueprints(app)
     openapi.init_app(app)
-    socketio.init_app(
-        app,
-        message_queue=settings.socket_message_queue,
-        channel=settings.socketio_channel,
-        async_mode="threading",
-        cors_allowed_origins=settings.cors_allowed_origins,
-    )
-    from webapp import cli, sockets
+    from webapp import cli
 
-    sockets.register(socketio, settings)
     cli.register(app)
     return app
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_socketio import SocketIO
 from pydantic import ValidationError
 from spectree import SecurityScheme, SpecTree
 from spectree.models import SecureType, SecuritySchemeData
 
 from shared.errors import InvalidInput
 from shared.schemas import ErrorBody
-
-socketio = SocketIO()
 
 
 def validation_failed(_req: Any, _resp: Any, error: Exception | None, *_args: Any) -> None:

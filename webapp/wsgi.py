@@ -1,7 +1,7 @@
-"""WSGI entry point: `gunicorn -k gthread -w 1 --threads 50 webapp.wsgi:app`.
+"""WSGI entry point of the REST API, served by gunicorn gthread (webapp/servers.py).
 
-Socket.IO runs in threading mode with simple-websocket (docs/decisions/0001-*.md):
-one process with many threads, so no sticky sessions are needed.
+The API holds no WebSocket: Socket.IO is its own process (webapp/socket_service.py,
+docs/decisions/0001-socketio-server-mode.md), so any number of worker processes is fine.
 """
 
 from webapp import create_app

@@ -1,5 +1,9 @@
 """Live services for end-to-end tests: the app on a real port, real Celery workers, committed data.
 
+`live_url` is one origin, as the frontend sees it: the Socket.IO service (its own process, as in
+production) serves /socket.io/ and forwards every other path to the Flask app, which werkzeug
+serves in this process so that tests share its database configuration.
+
 End-to-end tests cannot use the per-test rollback: workers are other processes and only see
 committed rows. They use `live_db`, which commits for real and empties every table afterwards.
 """
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +30,7 @@ from werkzeug.serving import make_server
 from shared import events
 from shared.db import session as db_session
 from shared.db.all_models import Base
+from webapp.servers import socket_command
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -46,14 +52,84 @@ def live_db(engine: sa.Engine) -> Iterator[sa.Engine]:
     empty_all_tables(engine)
 
 
-@pytest.fixture(scope="module")
-def live_url(app, live_db) -> Iterator[str]:
-    """Serve the app (REST + Socket.IO) on a loopback port."""
+def free_port() -> int:
+    """Return a loopback port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServedProcess:
+    """A server subprocess of this project (gunicorn API or Socket.IO service) on loopback."""
+
+    def __init__(self, command: list[str], log: Path, ready_path: str, **env: str) -> None:
+        self.log = log
+        self.handle = log.open("wb")
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+        )
+        self.ready_path = ready_path
+
+    def wait_ready(self, url: str, timeout: float = 60.0) -> None:
+        """Wait until the ready path answers 200."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                if httpx.get(url + self.ready_path, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{url} did not start:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        """SIGTERM, then kill if it hangs."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.handle.close()
+
+
+def start_socket_service(
+    log: Path, rest_upstream: str | None, **env: str
+) -> tuple[str, ServedProcess]:
+    """Start the Socket.IO service on a free port; return its URL and the process."""
+    port = free_port()
+    command = socket_command("127.0.0.1", port, rest_upstream)
+    service = ServedProcess(command, log, "/health/sockets", **env)
+    url = f"http://127.0.0.1:{port}"
+    service.wait_ready(url)
+    return url, service
+
+
+def serve_in_thread(app) -> tuple[str, Callable[[], None]]:
+    """Serve the Flask app with werkzeug in this process; return its URL and a stopper."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    return f"http://127.0.0.1:{server.server_port}", server.shutdown
+
+
+@pytest.fixture(scope="module")
+def live_url(app, live_db, tmp_path_factory) -> Iterator[str]:
+    """One origin for REST + Socket.IO: the Socket.IO service in front of the Flask app."""
+    api_url, stop_api = serve_in_thread(app)
+    log = tmp_path_factory.mktemp("sockets") / "socket-service.log"
+    url, service = start_socket_service(log, api_url)
+    yield url
+    service.stop()
+    stop_api()
 
 
 class WorkerProcess:

@@ -1,28 +1,20 @@
-"""Socket.IO: authenticated connections, private rooms, events published through Redis."""
+"""Socket.IO: authenticated connections, private rooms, events published through Redis.
+
+The clients talk to the Socket.IO service (its own process, webapp/socket_service.py) through
+the one origin that `live_url` presents, as the frontend does.
+"""
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import socketio
-from werkzeug.serving import make_server
 
 from shared import events
-
-
-@pytest.fixture(scope="module")
-def live_url(app) -> Iterator[str]:
-    """Serve the app (REST + Socket.IO) on a loopback port for real clients."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+from tests.support.live import serve_in_thread, start_socket_service
 
 
 class Listener:
@@ -53,6 +45,17 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+@pytest.fixture(scope="module")
+def legacy_url(app, engine, tmp_path_factory) -> Iterator[str]:
+    """A Socket.IO service started with SOCKETIO_LEGACY_ANONYMOUS=true."""
+    api_url, stop_api = serve_in_thread(app)
+    log = tmp_path_factory.mktemp("legacy") / "socket-service.log"
+    url, service = start_socket_service(log, api_url, SOCKETIO_LEGACY_ANONYMOUS="true")
+    yield url
+    service.stop()
+    stop_api()
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
@@ -88,12 +91,27 @@ def test_connection_with_bad_token_is_refused(live_url, issuer):
         listener.connect(live_url, auth={"token": issuer.sign(claims)}, transports=["polling"])
 
 
-def test_legacy_mode_accepts_anonymous_clients(app, live_url, auth):
-    settings = app.config["SETTINGS"]
-    settings.socketio_legacy_anonymous = True
+def test_forged_token_is_refused(live_url, auth):
+    listener = Listener()
+    token = auth.token("alice")
+    forged = token[:-8] + ("A" * 8 if not token.endswith("A" * 8) else "B" * 8)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        listener.connect(live_url, auth={"token": forged}, transports=["websocket"])
+
+
+def test_rest_paths_pass_through_the_front(live_url, auth):
+    assert httpx.get(f"{live_url}/", timeout=10).status_code == 200
+    refused = httpx.get(f"{live_url}/feature-presets", timeout=10)
+    assert refused.status_code == 401 and "error" in refused.json()
+    answered = httpx.get(f"{live_url}/feature-presets", headers=auth.headers(), timeout=10)
+    assert answered.status_code == 200 and isinstance(answered.json(), list)
+
+
+def test_legacy_mode_accepts_anonymous_clients(legacy_url, settings):
+    settings.socketio_legacy_anonymous = True  # publishers (workers) also copy to the legacy room
     anonymous = Listener()
     try:
-        anonymous.connect(live_url, transports=["polling"])
+        anonymous.connect(legacy_url, transports=["polling"])
         time.sleep(0.3)
         events.publish(events.EXTRACTION_STATUS, {"feature_extraction_id": 1}, user_id="user-x")
         assert wait_for(lambda: len(anonymous.received) == 1)

@@ -1,8 +1,9 @@
 """Run the whole platform locally on embedded defaults (`./qi2 run`).
 
 SQLite file and demo album under `var/`, the machine's Redis (started by `./qi2` if absent), a
-local Keycloak-style issuer, the API on port 5000 (gunicorn, threading Socket.IO), both Celery
-workers and Flower. Prints a ready-to-use dev token. Ctrl-C stops everything.
+local Keycloak-style issuer, the API (gunicorn on an internal port), the Socket.IO service on port
+5000 in front of it (one origin: it serves /socket.io/ and forwards every other path to the API),
+both Celery workers and Flower. Prints a ready-to-use dev token. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from webapp.dev.oidc_issuer import LocalIssuer, dev_users
+from webapp.servers import api_command, socket_command
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -82,26 +84,14 @@ def prepare(env: dict[str, str]) -> None:
 
 
 def launch(env: dict[str, str], args: argparse.Namespace) -> list[subprocess.Popen]:
-    """Start the API, both workers and Flower."""
+    """Start the API, the Socket.IO front, both workers and Flower."""
     log_dir = Path(env["QI2_DATA_DIR"]) / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     celery = str(VENV_BIN / "celery")
+    api_upstream = f"http://127.0.0.1:{args.api_port}"
     return [
-        start(
-            env,
-            log_dir,
-            "api",
-            str(VENV_BIN / "gunicorn"),
-            "-k",
-            "gthread",
-            "-w",
-            "1",
-            "--threads",
-            "50",
-            "-b",
-            f"127.0.0.1:{args.port}",
-            "webapp.wsgi:app",
-        ),
+        start(env, log_dir, "api", *api_command("127.0.0.1", args.api_port)),
+        start(env, log_dir, "sockets", *socket_command("127.0.0.1", args.port, api_upstream)),
         start(
             env,
             log_dir,
@@ -165,7 +155,7 @@ QuantImage v2 backend is running (Ctrl-C stops it)
                    users admin/admin and researcher/researcher
   Flower           http://127.0.0.1:{args.flower_port}   ({args.flower_auth})
   Demo album       'demo' (local folder {args.data_dir}/albums/demo)
-  Logs             {args.data_dir}/log/
+  Logs             {args.data_dir}/log/  (api.log: REST on :{args.api_port}; sockets.log: this URL)
 
 Dev token (user 'admin' with the admin role, valid 12 h; also in {token_file}):
 {token}
@@ -208,13 +198,14 @@ def supervise(children: list[subprocess.Popen]) -> int:
 def main() -> int:
     """Parse options, start everything, supervise."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--port", type=int, default=5000, help="the one URL of API + Socket.IO")
+    parser.add_argument("--api-port", type=int, default=5001, help="internal port of the REST API")
     parser.add_argument("--issuer-port", type=int, default=8180)
     parser.add_argument("--flower-port", type=int, default=5555)
     parser.add_argument("--flower-auth", default="admin:admin")
     parser.add_argument("--data-dir", default=str(ROOT / "var"))
     args = parser.parse_args()
-    for port in (args.port, args.issuer_port, args.flower_port):
+    for port in (args.port, args.api_port, args.issuer_port, args.flower_port):
         if not port_free(port):
             print(
                 f"port {port} is in use; stop what runs there or pick another port", file=sys.stderr
@@ -226,7 +217,7 @@ def main() -> int:
     prepare(env)
     children = launch(env, args)
     if not wait_http(f"http://127.0.0.1:{args.port}/health/ready"):
-        print("the API did not become ready; see var/log/api.log", file=sys.stderr)
+        print("the API did not become ready; see var/log/api.log, sockets.log", file=sys.stderr)
     announce(issuer, args)
     return supervise(children)
 
