@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from shared import events, jobs
 from shared.config import get_settings
 from shared.db import session as db_session
-from shared.extractions import runs
+from shared.extractions import completion, runs
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +86,19 @@ def limit_threads(count: int) -> None:
 @worker_ready.connect
 def _recover_lost_studies(**_kwargs: object) -> None:
     """Fail studies still marked running long after any task could have (a killed worker)."""
-    limit = get_settings().extraction_task_time_limit + 600
+    recover_stale(dt.timedelta(seconds=get_settings().extraction_task_time_limit + 600))
+
+
+def recover_stale(older_than: dt.timedelta) -> list[int]:
+    """Fail the stale studies, announce them and finish their extractions; return the studies."""
     with db_session.session_scope() as session:
-        extraction_ids = runs.fail_stale(session, older_than=dt.timedelta(seconds=limit))
-        for extraction_id in set(extraction_ids):
-            runs.finish_if_done(session, extraction_id=extraction_id)
-    if extraction_ids:
-        log.warning("failed %d studies left running by a lost worker", len(extraction_ids))
+        stale = runs.fail_stale(session, older_than=older_than)
+        failed = [(task.id, task.feature_extraction_id) for task in stale]
+    if failed:
+        log.warning("failed %d studies left running by a lost worker", len(failed))
+        completion.announce_studies(task_id for task_id, _ in failed)
+        completion.finish_all(extraction_id for _, extraction_id in failed)
+    return [task_id for task_id, _ in failed]
 
 
 @worker_ready.connect

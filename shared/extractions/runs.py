@@ -15,7 +15,7 @@ import sqlalchemy.orm as so
 
 from shared.db.base import utcnow
 from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
-from shared.extractions.service import mark_finished
+from shared.extractions.service import drop_credential, mark_finished
 
 MAX_ATTEMPTS = 2
 TOTAL_STEPS = 2
@@ -37,18 +37,32 @@ class StudyJob:
     attempt: int
 
 
-def claim(session: so.Session, *, task_row_id: int, celery_id: str | None) -> StudyJob | None:
-    """Mark a task STARTED and return its inputs; None when it was cancelled or is done.
+@dataclass(frozen=True)
+class Refused:
+    """A claim that runs nothing although the row exists (its extraction may need finishing)."""
+
+    task_row_id: int
+    extraction_id: int
+    failed_now: bool  # True when this claim failed the study (one attempt too many)
+
+
+def claim(
+    session: so.Session, *, task_row_id: int, celery_id: str | None
+) -> StudyJob | Refused | None:
+    """Mark a task STARTED and return its inputs; Refused when it ended; None when cancelled.
 
     A task claimed again after a crash (late ack redelivery) counts an attempt; past
-    MAX_ATTEMPTS it is failed instead of being run forever.
+    MAX_ATTEMPTS it is failed instead of being run forever. A refusal still names the
+    extraction: the crash may have come between the study's end and the extraction's.
     """
     task = session.get(ExtractionTask, task_row_id, with_for_update=True)
-    if task is None or task.status in ("SUCCESS", "FAILURE"):
+    if task is None:
         return None
+    if task.status in ("SUCCESS", "FAILURE"):
+        return Refused(task.id, task.feature_extraction_id, failed_now=False)
     if task.attempts >= MAX_ATTEMPTS:
         fail(session, task=task, message=f"{LOST_MESSAGE} ({task.attempts} attempts)")
-        return None
+        return Refused(task.id, task.feature_extraction_id, failed_now=True)
     extraction = task.extraction
     task.attempts += 1
     task.status = "STARTED"
@@ -135,21 +149,12 @@ def finish_if_done(session: so.Session, *, extraction_id: int) -> FeatureExtract
     session.refresh(extraction, attribute_names=["tasks"])
     if not mark_finished(extraction):
         return None
-    _drop_credential(session, extraction)
+    drop_credential(session, extraction)
     session.flush()
     return extraction
 
 
-def _drop_credential(session: so.Session, extraction: FeatureExtraction) -> None:
-    """Forget the stored credential once no study needs it any more."""
-    if extraction.credential_id is not None:
-        credential = session.get(WorkerCredential, extraction.credential_id)
-        extraction.credential_id = None
-        if credential is not None:
-            session.delete(credential)
-
-
-def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[int]:
+def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[ExtractionTask]:
     """Fail tasks that claim to run but have not reported for longer than any task may run.
 
     This is the backstop for a whole worker killed hard (its late-acked message would come
@@ -164,7 +169,7 @@ def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[int]:
     ).all()
     for task in stale:
         fail(session, task=task, message=LOST_MESSAGE)
-    return [task.feature_extraction_id for task in stale]
+    return list(stale)
 
 
 def study_event(task: ExtractionTask) -> dict[str, Any]:

@@ -43,7 +43,8 @@ def test_redelivered_task_is_retried_then_failed(db):
     task = make_extraction(db).tasks[0]
     assert runs.claim(db, task_row_id=task.id, celery_id="a").attempt == 1
     assert runs.claim(db, task_row_id=task.id, celery_id="b").attempt == 2  # after a crash
-    assert runs.claim(db, task_row_id=task.id, celery_id="c") is None  # no endless loop
+    refused = runs.claim(db, task_row_id=task.id, celery_id="c")  # no endless loop
+    assert refused == runs.Refused(task.id, task.feature_extraction_id, failed_now=True)
     assert task.status == "FAILURE"
     assert "stopped unexpectedly" in task.error
 
@@ -53,7 +54,9 @@ def test_ended_or_cancelled_tasks_are_not_claimed(db):
     done = extraction.tasks[0]
     done.status = "SUCCESS"
     db.flush()
-    assert runs.claim(db, task_row_id=done.id, celery_id="x") is None
+    refused = runs.claim(db, task_row_id=done.id, celery_id="x")
+    assert refused == runs.Refused(done.id, extraction.id, failed_now=False)
+    assert done.status == "SUCCESS"
     assert runs.claim(db, task_row_id=987654321, celery_id="x") is None
 
 
@@ -82,7 +85,7 @@ def test_stale_running_tasks_are_failed(db):
     )
     db.expire_all()
     failed = runs.fail_stale(db, older_than=dt.timedelta(hours=3))
-    assert failed == [extraction.id]
+    assert [task.id for task in failed] == [stale.id]
     assert db.get(ExtractionTask, stale.id).status == "FAILURE"
     assert db.get(ExtractionTask, fresh.id).status == "STARTED"
 
