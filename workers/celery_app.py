@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from shared.db import session as db_session
 from shared.extractions import completion, runs
 
 log = logging.getLogger(__name__)
+
+# Seconds a sweep waits for the workers to list their running tasks.
+ORPHAN_INSPECT_TIMEOUT = 3.0
 
 # Per-study scratch folders in the temp dir (created by the extraction task).
 SCRATCH_PREFIX = "qi2-study-"
@@ -99,6 +103,43 @@ def recover_stale(older_than: dt.timedelta) -> list[int]:
         completion.announce_studies(task_id for task_id, _ in failed)
         completion.finish_all(extraction_id for _, extraction_id in failed)
     return [task_id for task_id, _ in failed]
+
+
+@worker_ready.connect
+def _start_orphan_sweep(sender: object = None, **_kwargs: object) -> None:
+    """Sweep for studies of dead workers now and then, in a thread of the main process."""
+    interval = get_settings().extraction_orphan_sweep_seconds
+    if interval > 0:
+        thread = threading.Thread(
+            target=_sweep_forever, args=(interval,), name="orphan-sweep", daemon=True
+        )
+        thread.start()
+
+
+def _sweep_forever(interval: float) -> None:
+    """Run `sweep_orphans` every interval; a failed sweep is logged and tried again later."""
+    while True:
+        time.sleep(interval)
+        try:
+            sweep_orphans()
+        except Exception as exc:  # the broker or database is away: next round
+            log.warning("orphan sweep failed: %s", exc)
+
+
+def sweep_orphans() -> list[int]:
+    """Re-queue running studies that no live worker executes (their worker was killed whole).
+
+    Without this, the broker hands a killed worker's messages out again only after its
+    visibility timeout, which must outlast the longest task (hours).
+    """
+    candidates = completion.running_studies()
+    if not candidates:
+        return []
+    replies = app.control.inspect(timeout=ORPHAN_INSPECT_TIMEOUT).active()
+    if not replies:  # nobody answered, not even this worker: do not guess
+        return []
+    active = {task["id"] for tasks in replies.values() for task in tasks or []}
+    return completion.requeue_orphans(candidates, active)
 
 
 @worker_ready.connect

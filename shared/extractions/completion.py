@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from shared import jobs
 from shared.db.retry import retry_transient
 from shared.db.session import session_scope
 from shared.extractions import notify, runs
@@ -60,3 +61,35 @@ def _finish(extraction_id: int) -> bool:
 def finish_all(extraction_ids: Iterable[int]) -> list[int]:
     """Finish each extraction that can be; return those this call finished."""
     return [extraction_id for extraction_id in sorted(set(extraction_ids)) if finish(extraction_id)]
+
+
+def running_studies() -> list[int]:
+    """Return the ids of studies marked running (the candidates of an orphan sweep)."""
+    return retry_transient(_running, what="list running studies")
+
+
+def _running() -> list[int]:
+    """Read the running studies in one unit of work."""
+    with session_scope() as session:
+        return runs.running_ids(session)
+
+
+def requeue_orphans(candidates: list[int], active: set[str]) -> list[int]:
+    """Send again the candidate studies that no live worker executes; return their ids.
+
+    Each row is locked while its message is sent, so two workers sweeping at once re-queue a
+    study once; the message goes out before the commit, so a broker error leaves it running.
+    """
+    requeued = []
+    for task_row_id in candidates:
+        with session_scope() as session:
+            task = runs.requeue_orphan(session, task_row_id=task_row_id, active=active)
+            if task is None:
+                continue
+            jobs.send(jobs.EXTRACT_STUDY, task.id, task_id=task.task_id)
+            session.commit()
+            requeued.append(task_row_id)
+    if requeued:
+        log.warning("re-queued %d studies whose worker stopped: %s", len(requeued), requeued)
+        announce_studies(requeued)
+    return requeued

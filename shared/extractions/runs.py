@@ -15,11 +15,13 @@ import sqlalchemy.orm as so
 
 from shared.db.base import utcnow
 from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
-from shared.extractions.service import drop_credential, mark_finished
+from shared.extractions.service import celery_task_id, drop_credential, mark_finished
 
 MAX_ATTEMPTS = 2
 TOTAL_STEPS = 2
+RUNNING = ("STARTED", "PROGRESS")
 LOST_MESSAGE = "The worker processing this study stopped unexpectedly"
+REQUEUED_MESSAGE = "Waiting to start again (its worker stopped)"
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def claim(
     task = session.get(ExtractionTask, task_row_id, with_for_update=True)
     if task is None:
         return None
-    if task.status in ("SUCCESS", "FAILURE"):
+    if task.status in ("SUCCESS", "FAILURE") or _superseded(task, celery_id):
         return Refused(task.id, task.feature_extraction_id, failed_now=False)
     if task.attempts >= MAX_ATTEMPTS:
         fail(session, task=task, message=f"{LOST_MESSAGE} ({task.attempts} attempts)")
@@ -81,6 +83,15 @@ def claim(
         credential=_credential(session, extraction),
         attempt=task.attempts,
     )
+
+
+def _superseded(task: ExtractionTask, celery_id: str | None) -> bool:
+    """Tell whether another message (a re-queued copy) is running this study right now.
+
+    A study re-queued after its worker died gets a new Celery id; the dead worker's message,
+    handed out again by the broker much later, must not count an attempt against it.
+    """
+    return bool(task.status in RUNNING and task.task_id and celery_id and task.task_id != celery_id)
 
 
 def _credential(session: so.Session, extraction: FeatureExtraction) -> str | None:
@@ -163,13 +174,37 @@ def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[Extract
     cutoff = utcnow() - older_than
     stale = session.scalars(
         sa.select(ExtractionTask).where(
-            ExtractionTask.status.in_(("STARTED", "PROGRESS")),
+            ExtractionTask.status.in_(RUNNING),
             ExtractionTask.updated_at < cutoff,
         )
     ).all()
     for task in stale:
         fail(session, task=task, message=LOST_MESSAGE)
     return list(stale)
+
+
+def running_ids(session: so.Session) -> list[int]:
+    """Return the ids of the studies marked running (any extraction)."""
+    query = sa.select(ExtractionTask.id).where(ExtractionTask.status.in_(RUNNING))
+    return list(session.scalars(query))
+
+
+def requeue_orphan(
+    session: so.Session, *, task_row_id: int, active: set[str]
+) -> ExtractionTask | None:
+    """Put a running study that no live worker executes back to PENDING under a new Celery id.
+
+    `active` must be read after the candidates were: a task executes (and is listed as active)
+    before it claims its row, so a live study is always in it. Returns the row when re-queued.
+    """
+    task = session.get(ExtractionTask, task_row_id, with_for_update=True)
+    if task is None or task.status not in RUNNING or task.task_id in active:
+        return None
+    task.status = "PENDING"
+    task.status_message = REQUEUED_MESSAGE
+    task.task_id = celery_task_id(task.id)
+    session.flush()
+    return task
 
 
 def study_event(task: ExtractionTask) -> dict[str, Any]:

@@ -92,6 +92,14 @@ def state(engine: sa.Engine, extraction_id: int, credential_id: int) -> tuple:
     return finished, credential, list(statuses)
 
 
+def live_db_task_id(engine: sa.Engine, task_row_id: int) -> str:
+    """Return the Celery id stored on a task row (a broker redelivery carries the same)."""
+    with engine.connect() as connection:
+        return connection.scalar(
+            sa.select(ExtractionTask.task_id).where(ExtractionTask.id == task_row_id)
+        )
+
+
 def final_events(listener: EventListener, extraction_id: int) -> list[dict]:
     """Return the full-object `extraction-status` events of an extraction (its final events)."""
     return [
@@ -114,7 +122,8 @@ def test_last_attempt_refused_by_claim_finishes_the_extraction(live_db, worker_c
     _, tasks = worker_code
     extraction_id, (_, crashed), credential_id = make_running(["SUCCESS", "STARTED"], attempts=2)
     # The message of a study whose worker died twice comes back a third time.
-    result = tasks.extract_study.apply(args=[crashed], task_id="redelivered-3").get()
+    celery_id = live_db_task_id(live_db, crashed)
+    result = tasks.extract_study.apply(args=[crashed], task_id=celery_id).get()
 
     finished, credential, statuses = state(live_db, extraction_id, credential_id)
     assert result == "failure"

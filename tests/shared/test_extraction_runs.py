@@ -41,9 +41,10 @@ def test_claim_marks_started_and_returns_plain_inputs(db):
 
 def test_redelivered_task_is_retried_then_failed(db):
     task = make_extraction(db).tasks[0]
+    # The broker hands the same message (same Celery id) out again after each crash.
     assert runs.claim(db, task_row_id=task.id, celery_id="a").attempt == 1
-    assert runs.claim(db, task_row_id=task.id, celery_id="b").attempt == 2  # after a crash
-    refused = runs.claim(db, task_row_id=task.id, celery_id="c")  # no endless loop
+    assert runs.claim(db, task_row_id=task.id, celery_id="a").attempt == 2  # after a crash
+    refused = runs.claim(db, task_row_id=task.id, celery_id="a")  # no endless loop
     assert refused == runs.Refused(task.id, task.feature_extraction_id, failed_now=True)
     assert task.status == "FAILURE"
     assert "stopped unexpectedly" in task.error
@@ -139,3 +140,26 @@ def test_largest_studies_are_queued_first(db, monkeypatch):
     by_id = {task.id: task.study_uid for task in extraction.tasks}
     # Biggest first; equal counts keep the album's order; unknown counts go last.
     assert [by_id[row_id] for row_id in sent] == ["c", "a", "d", "b"]
+
+
+def test_orphan_is_requeued_once_and_the_dead_workers_copy_is_refused(db):
+    extraction = make_extraction(db, n=2)
+    orphan, live = extraction.tasks
+    runs.claim(db, task_row_id=orphan.id, celery_id="dead-worker-copy")
+    runs.claim(db, task_row_id=live.id, celery_id="live-copy")
+    assert sorted(runs.running_ids(db)) == sorted([orphan.id, live.id])
+
+    active = {"live-copy"}  # what the live workers say they execute
+    assert runs.requeue_orphan(db, task_row_id=live.id, active=active) is None
+    requeued = runs.requeue_orphan(db, task_row_id=orphan.id, active=active)
+    assert requeued is orphan and orphan.status == "PENDING"
+    new_id = orphan.task_id
+    assert new_id != "dead-worker-copy"
+    assert runs.requeue_orphan(db, task_row_id=orphan.id, active=active) is None  # once
+
+    job = runs.claim(db, task_row_id=orphan.id, celery_id=new_id)
+    assert job.attempt == 2  # the crash counted
+    # Hours later the broker hands out the dead worker's message: it must not fail the study.
+    stale = runs.claim(db, task_row_id=orphan.id, celery_id="dead-worker-copy")
+    assert stale == runs.Refused(orphan.id, extraction.id, failed_now=False)
+    assert orphan.status == "STARTED" and orphan.attempts == 2

@@ -238,12 +238,13 @@ class Platform:
         self.api = ApiProcess(self.env, self.folder / "api.log")
         return self.api
 
-    def start_worker(self, concurrency: int = 2) -> WorkerProcess:
-        """Start one extraction worker and wait until it is ready."""
+    def start_worker(self, concurrency: int = 2, *, wait: bool = True) -> WorkerProcess:
+        """Start one extraction worker; wait until it is ready unless told not to."""
         log = self.folder / f"worker-{len(self.workers)}.log"
         worker = WorkerProcess("extraction", concurrency, self.env, log)
         self.workers.append(worker)
-        worker.wait_ready()
+        if wait:
+            worker.wait_ready()
         return worker
 
     def stop(self) -> None:
@@ -275,8 +276,9 @@ def fault_platform(
 ) -> Iterator[Platform]:
     """A private MariaDB + Redis for one test and the environment of its processes.
 
-    The broker's visibility timeout is cut to seconds so a killed worker's messages come back
-    during the test (production keeps it longer than any task; see docs/operations).
+    The broker's visibility timeout is cut to seconds so a message whose ack was lost comes
+    back during the test, and the orphan sweep runs every 2 s (production: visibility timeout
+    longer than any task, sweep every 60 s; docs/architecture.md, "Faults").
     """
     mariadb = mariadb_template.copy(tmp_path / "mariadb").start()
     broker = RedisServer(tmp_path / "redis").start()
@@ -292,6 +294,7 @@ def fault_platform(
         "SOCKET_MESSAGE_QUEUE": broker.url(2),
         "SOCKETIO_CHANNEL": f"qi2-fault-{request.node.name}"[:60],
         "CELERY_VISIBILITY_TIMEOUT": "15",
+        "EXTRACTION_ORPHAN_SWEEP_SECONDS": "2",
         "IMAGE_SOURCE": "local",
         "LOCAL_ALBUMS_DIR": str(albums),
         "QI2_DATA_DIR": str(tmp_path / "data"),
