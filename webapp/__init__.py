@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 from flask_cors import CORS
 
+from shared import events
 from shared.config import Settings, get_settings
 from webapp import auth, db, errors, openapi
 from webapp.extensions import socketio
@@ -37,8 +38,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     openapi.init_app(app)
     socketio.init_app(
         app,
-        message_queue=settings.socket_message_queue,
-        channel=settings.socketio_channel,
+        client_manager=events.listening_manager(
+            settings.socket_message_queue, settings.socketio_channel
+        ),
         async_mode="threading",
         cors_allowed_origins=settings.cors_allowed_origins,
     )
