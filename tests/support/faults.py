@@ -262,6 +262,10 @@ class Platform:
 @pytest.fixture(scope="module")
 def mariadb_template(tmp_path_factory: pytest.TempPathFactory) -> MariaDBServer:
     """A migrated MariaDB data folder, stopped, that each test copies."""
+    needed = ("mariadb-install-db", MARIADBD, REDIS_SERVER)
+    missing = [name for name in needed if not shutil.which(name)]
+    if missing:
+        pytest.fail(f"fault tests need {missing}: ./qi2 test installs mariadb-server, redis-server")
     server = MariaDBServer(tmp_path_factory.mktemp("mariadb-template")).install().start()
     try:
         server.create_database()
