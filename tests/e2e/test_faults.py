@@ -208,6 +208,7 @@ def test_redis_restart_during_extraction(running):
 
     platform.redis.restart(down_seconds=2)
 
+    assert done_before < STUDIES  # the fault came during the extraction
     result = check_extraction(platform, listener, extraction_id)
     assert result.statuses == Counter(SUCCESS=STUDIES)
     assert listener.client.get_sid() == sid  # the same connection, never re-established
@@ -236,12 +237,20 @@ class Poller:
         with httpx.Client(base_url=url, headers=headers, timeout=20) as client:
             while not self.stop_event.is_set():
                 for path in paths:
-                    response = client.get(path)
+                    try:
+                        response = client.get(path)
+                    except httpx.HTTPError:  # no answer at all: recorded as status 0
+                        self.codes.append((time.monotonic(), 0, False))
+                        continue
                     is_json = response.headers.get("content-type", "").startswith(
                         "application/json"
                     )
                     self.codes.append((time.monotonic(), response.status_code, is_json))
                 time.sleep(0.05)
+
+    def answers_after(self, moment: float) -> list[tuple[int, bool]]:
+        """Return (status, is JSON) of the answers received after a moment."""
+        return [(code, is_json) for at, code, is_json in self.codes if at > moment]
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -272,15 +281,17 @@ def test_mariadb_restart_while_serving_and_storing(running):
     try:
         wait_until(lambda: count_status(platform, extraction_id, "SUCCESS") >= 1, 60, interval=0.1)
         down_at = time.monotonic()
+        done_before = count_status(platform, extraction_id, "SUCCESS", "FAILURE")
         platform.mariadb.restart(down_seconds=3)
         up_at = time.monotonic()
         result = check_extraction(platform, listener, extraction_id)
-        time.sleep(1)
+        wait_until(lambda: len(poller.answers_after(up_at + 2)) >= 30, 60)
     finally:
         poller.stop()
 
     during = Counter(code for at, code, _ in poller.codes if down_at <= at <= up_at)
-    after = [(code, is_json) for at, code, is_json in poller.codes if at > up_at + 2]
+    after = poller.answers_after(up_at + 2)
+    assert done_before < STUDIES  # the fault came during the extraction
     assert result.statuses == Counter(SUCCESS=STUDIES), result.errors
     assert after and all(code == 200 for code, _ in after)  # no restart of the API needed
     # While the database is away the API says so (503 JSON), never a 500.
@@ -290,7 +301,8 @@ def test_mariadb_restart_while_serving_and_storing(running):
     FAULT_TABLE.append(
         (
             "MariaDB restarted (3 s down) while the API serves and a worker stores",
-            f"API during the outage {dict(during)}, afterwards {len(after)} x 200; worker "
+            f"restart after {done_before}/{STUDIES} studies; API during the outage "
+            f"{dict(during)}, afterwards {len(after)} x 200; worker "
             f"retried {worker_retries(platform)} database steps; {dict(result.statuses)}",
             result.rows_lost,
         )
