@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import json
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ from shared.extractions import completion, runs
 log = logging.getLogger(__name__)
 
 # Seconds a sweep waits for the workers to list their running tasks.
-ORPHAN_INSPECT_TIMEOUT = 3.0
+ORPHAN_INSPECT_TIMEOUT = 2.0
 
 # Per-study scratch folders in the temp dir (created by the extraction task).
 SCRATCH_PREFIX = "qi2-study-"
@@ -127,19 +128,42 @@ def _sweep_forever(interval: float) -> None:
 
 
 def sweep_orphans() -> list[int]:
-    """Re-queue running studies that no live worker executes (their worker was killed whole).
+    """Re-queue studies whose message only a dead worker held (a worker killed whole).
 
     Without this, the broker hands a killed worker's messages out again only after its
-    visibility timeout, which must outlast the longest task (hours).
+    visibility timeout, which must outlast the longest task (hours). Candidates are read
+    first, then the live workers list what they execute or hold; if none answers, nothing
+    is done.
     """
-    candidates = completion.running_studies()
+    held = _unacked_task_ids()
+    candidates = completion.orphan_candidates(held)
     if not candidates:
         return []
-    replies = app.control.inspect(timeout=ORPHAN_INSPECT_TIMEOUT).active()
-    if not replies:  # nobody answered, not even this worker: do not guess
+    inspector = app.control.inspect(timeout=ORPHAN_INSPECT_TIMEOUT)
+    active, reserved = inspector.active(), inspector.reserved()
+    if not active or reserved is None:  # nobody answered, not even this worker: do not guess
         return []
-    active = {task["id"] for tasks in replies.values() for task in tasks or []}
-    return completion.requeue_orphans(candidates, active)
+    live = {
+        task["id"]
+        for replies in (active, reserved)
+        for tasks in replies.values()
+        for task in tasks or []
+    }
+    return completion.requeue_orphans(candidates, live)
+
+
+def _unacked_task_ids() -> set[str]:
+    """Return the Celery ids of messages the broker (Redis) handed out and nobody acked yet."""
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        values = channel.client.hvals(channel.unacked_key)
+    held = set()
+    for value in values:
+        message = json.loads(value)[0]
+        task_id = (message.get("headers") or {}).get("id")
+        if task_id:
+            held.add(task_id)
+    return held
 
 
 @worker_ready.connect

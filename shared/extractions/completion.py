@@ -63,27 +63,27 @@ def finish_all(extraction_ids: Iterable[int]) -> list[int]:
     return [extraction_id for extraction_id in sorted(set(extraction_ids)) if finish(extraction_id)]
 
 
-def running_studies() -> list[int]:
-    """Return the ids of studies marked running (the candidates of an orphan sweep)."""
-    return retry_transient(_running, what="list running studies")
+def orphan_candidates(held: set[str]) -> list[int]:
+    """Return the studies an orphan sweep must look at (see `runs.orphan_candidates`)."""
+    return retry_transient(lambda: _candidates(held), what="list orphan candidates")
 
 
-def _running() -> list[int]:
-    """Read the running studies in one unit of work."""
+def _candidates(held: set[str]) -> list[int]:
+    """Read the candidates in one unit of work."""
     with session_scope() as session:
-        return runs.running_ids(session)
+        return runs.orphan_candidates(session, held=held)
 
 
-def requeue_orphans(candidates: list[int], active: set[str]) -> list[int]:
-    """Send again the candidate studies that no live worker executes; return their ids.
+def requeue_orphans(candidates: list[int], live: set[str]) -> list[int]:
+    """Send again the candidate studies whose message no live worker holds; return their ids.
 
     Each row is locked while its message is sent, so two workers sweeping at once re-queue a
-    study once; the message goes out before the commit, so a broker error leaves it running.
+    study once; the message goes out before the commit, so a broker error changes nothing.
     """
     requeued = []
     for task_row_id in candidates:
         with session_scope() as session:
-            task = runs.requeue_orphan(session, task_row_id=task_row_id, active=active)
+            task = runs.requeue_orphan(session, task_row_id=task_row_id, live=live)
             if task is None:
                 continue
             jobs.send(jobs.EXTRACT_STUDY, task.id, task_id=task.task_id)

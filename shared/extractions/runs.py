@@ -183,25 +183,31 @@ def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[Extract
     return list(stale)
 
 
-def running_ids(session: so.Session) -> list[int]:
-    """Return the ids of the studies marked running (any extraction)."""
-    query = sa.select(ExtractionTask.id).where(ExtractionTask.status.in_(RUNNING))
-    return list(session.scalars(query))
+def orphan_candidates(session: so.Session, *, held: set[str]) -> list[int]:
+    """Return the studies marked running, and the PENDING ones whose message the broker
+    handed out (`held`: Celery ids delivered and not acknowledged)."""
+    running = ExtractionTask.status.in_(RUNNING)
+    pending_held = sa.and_(ExtractionTask.status == "PENDING", ExtractionTask.task_id.in_(held))
+    query = sa.select(ExtractionTask.id).where(sa.or_(running, pending_held) if held else running)
+    return list(session.scalars(query.order_by(ExtractionTask.id)))
 
 
 def requeue_orphan(
-    session: so.Session, *, task_row_id: int, active: set[str]
+    session: so.Session, *, task_row_id: int, live: set[str]
 ) -> ExtractionTask | None:
-    """Put a running study that no live worker executes back to PENDING under a new Celery id.
+    """Send a study again under a new Celery id when no live worker holds its message.
 
-    `active` must be read after the candidates were: a task executes (and is listed as active)
-    before it claims its row, so a live study is always in it. Returns the row when re-queued.
+    `live` (the Celery ids live workers execute or hold reserved) must be read after the
+    candidates were: a task is listed before it claims its row, so a live study is in it.
+    A running study goes back to PENDING (its crash counted as an attempt when it was
+    claimed); a PENDING one whose message a dead worker held stays PENDING. Returns the row.
     """
     task = session.get(ExtractionTask, task_row_id, with_for_update=True)
-    if task is None or task.status not in RUNNING or task.task_id in active:
+    if task is None or task.status not in (*RUNNING, "PENDING") or task.task_id in live:
         return None
-    task.status = "PENDING"
-    task.status_message = REQUEUED_MESSAGE
+    if task.status in RUNNING:
+        task.status = "PENDING"
+        task.status_message = REQUEUED_MESSAGE
     task.task_id = celery_task_id(task.id)
     session.flush()
     return task

@@ -143,19 +143,25 @@ def test_largest_studies_are_queued_first(db, monkeypatch):
 
 
 def test_orphan_is_requeued_once_and_the_dead_workers_copy_is_refused(db):
-    extraction = make_extraction(db, n=2)
-    orphan, live = extraction.tasks
+    extraction = make_extraction(db, n=4)
+    orphan, live, held_by_dead, queued = extraction.tasks
     runs.claim(db, task_row_id=orphan.id, celery_id="dead-worker-copy")
     runs.claim(db, task_row_id=live.id, celery_id="live-copy")
-    assert sorted(runs.running_ids(db)) == sorted([orphan.id, live.id])
+    held = {held_by_dead.task_id}  # delivered to the dead worker, never claimed
+    candidates = runs.orphan_candidates(db, held=held)
+    assert candidates == [orphan.id, live.id, held_by_dead.id]  # not the queued one
 
-    active = {"live-copy"}  # what the live workers say they execute
-    assert runs.requeue_orphan(db, task_row_id=live.id, active=active) is None
-    requeued = runs.requeue_orphan(db, task_row_id=orphan.id, active=active)
+    alive = {"live-copy"}  # what the live workers execute or hold
+    assert runs.requeue_orphan(db, task_row_id=live.id, live=alive) is None
+    old_held_id = held_by_dead.task_id
+    assert runs.requeue_orphan(db, task_row_id=held_by_dead.id, live=alive) is held_by_dead
+    assert held_by_dead.status == "PENDING" and held_by_dead.task_id != old_held_id
+    requeued = runs.requeue_orphan(db, task_row_id=orphan.id, live=alive)
     assert requeued is orphan and orphan.status == "PENDING"
     new_id = orphan.task_id
     assert new_id != "dead-worker-copy"
-    assert runs.requeue_orphan(db, task_row_id=orphan.id, active=active) is None  # once
+    assert runs.orphan_candidates(db, held=held) == [live.id]  # each is re-queued once
+    assert queued.status == "PENDING"
 
     job = runs.claim(db, task_row_id=orphan.id, celery_id=new_id)
     assert job.attempt == 2  # the crash counted
