@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     # Opt-in for an unmodified old frontend that connects without a token: anonymous
     # clients are accepted and receive events in a shared room (a privacy trade-off).
     socketio_legacy_anonymous: bool = Field(False, alias="SOCKETIO_LEGACY_ANONYMOUS")
+    # How long the broker keeps a delivered, unacknowledged message before handing it out
+    # again (a worker killed whole never acks). Default: longer than any task may run.
+    celery_visibility_timeout: int | None = Field(None, alias="CELERY_VISIBILITY_TIMEOUT")
+    # Every so often each worker re-queues running studies that no live worker executes
+    # (a worker killed whole); 0 turns the sweep off.
+    extraction_orphan_sweep_seconds: float = Field(60.0, alias="EXTRACTION_ORPHAN_SWEEP_SECONDS")
     extraction_task_time_limit: int = Field(7200, alias="EXTRACTION_TASK_TIME_LIMIT")
     training_task_time_limit: int = Field(6 * 3600, alias="TRAINING_TASK_TIME_LIMIT")
     celery_worker_concurrency_extraction: int = Field(

@@ -7,10 +7,14 @@ Workers publish without Flask, through python-socketio's write-only Redis manage
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import redis
 import socketio
 
 from shared.config import get_settings
@@ -22,8 +26,52 @@ EXTRACTION_STATUS = "extraction-status"
 TRAINING_STATUS = "training-status"
 LEGACY_ROOM = "legacy:anonymous"
 
+# After a Redis restart, wait this long for the listening side (the API) to subscribe again.
+LISTENER_WAIT_SECONDS = 5.0
+RESUBSCRIBE_FIRST_DELAY = 0.2
+RESUBSCRIBE_MAX_DELAY = 1.0
+
 _manager: socketio.RedisManager | None = None
+_probe: redis.Redis | None = None
+_listener_seen = False
 _lock = threading.Lock()
+
+
+class ResubscribingRedisManager(socketio.AsyncRedisManager):
+    """The listening side's Redis manager, subscribing again within a second of Redis's return.
+
+    python-socketio backs off up to 60 s between attempts; Redis pub/sub keeps nothing for
+    absent subscribers, so every event published in that gap would be lost.
+    """
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        """Yield pub/sub messages; on any error, reconnect and subscribe again promptly."""
+        delay = RESUBSCRIBE_FIRST_DELAY
+        while True:
+            try:
+                self._redis_connect()
+                await self.pubsub.subscribe(self.channel)
+                delay = RESUBSCRIBE_FIRST_DELAY
+                async for message in self.pubsub.listen():
+                    yield message
+            except Exception as exc:  # Redis away: keep trying, never give up
+                log.warning("Socket.IO queue: Redis unavailable (%s); retrying", exc)
+                await self._close_pubsub()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESUBSCRIBE_MAX_DELAY)
+
+    async def _close_pubsub(self) -> None:
+        """Drop the broken subscription's connection before opening a new one."""
+        try:
+            if self.pubsub is not None:
+                await self.pubsub.aclose()
+        except Exception as exc:  # already broken; nothing more to release
+            log.debug("closing the old subscription failed: %s", exc)
+
+
+def listening_manager(url: str, channel: str) -> ResubscribingRedisManager:
+    """Return the Redis manager of the process that serves Socket.IO clients."""
+    return ResubscribingRedisManager(url, channel=channel)
 
 
 def user_room(user_id: str) -> str:
@@ -45,9 +93,43 @@ def _get_manager() -> socketio.RedisManager:
 
 def reset() -> None:
     """Forget the manager (after a fork, or when settings change in tests)."""
-    global _manager
+    global _manager, _probe, _listener_seen
     with _lock:
         _manager = None
+        _probe = None
+        _listener_seen = False
+
+
+def _listeners(channel: str) -> int | None:
+    """Count the processes subscribed to the channel; None when Redis does not answer."""
+    global _probe
+    try:
+        if _probe is None:
+            _probe = redis.Redis.from_url(get_settings().socket_message_queue)
+        return int(_probe.pubsub_numsub(channel)[0][1])
+    except redis.RedisError:
+        return None
+
+
+def _await_listener(channel: str) -> None:
+    """Wait a little when a listener was seen before and is gone (Redis just restarted).
+
+    An event published before the API subscribes again would reach nobody. Only the first
+    event after a listener vanished waits; if none comes back, later events go out at once.
+    """
+    global _listener_seen
+    deadline = time.monotonic() + LISTENER_WAIT_SECONDS
+    while True:
+        count = _listeners(channel)
+        if count:
+            _listener_seen = True
+            return
+        if not _listener_seen:
+            return
+        if time.monotonic() > deadline:
+            _listener_seen = False
+            return
+        time.sleep(0.1)
 
 
 def publish(event: str, payload: dict[str, Any], *, user_id: str) -> None:
@@ -55,6 +137,7 @@ def publish(event: str, payload: dict[str, Any], *, user_id: str) -> None:
     rooms = [user_room(user_id)]
     if get_settings().socketio_legacy_anonymous:
         rooms.append(LEGACY_ROOM)
+    _await_listener(get_settings().socketio_channel)
     try:
         manager = _get_manager()
         for room in rooms:

@@ -32,12 +32,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     longest = max(settings.extraction_task_time_limit, settings.training_task_time_limit)
     transport = {
         # Longer than any task may run: with late acks, a shorter visibility timeout would
-        # hand a still-running task to a second worker.
-        "visibility_timeout": longest + 600,
+        # hand a still-running task to a second worker. Tests of a killed worker shorten it.
+        "visibility_timeout": settings.celery_visibility_timeout or longest + 600,
         "retry_on_timeout": True,
         "health_check_interval": 30,
         "socket_keepalive": True,
     }
+    if settings.celery_visibility_timeout:
+        # A short timeout is only useful if the unacked messages are also swept often
+        # (kombu scans every 10 x 10 s by default).
+        transport["unacked_restore_interval"] = max(1, settings.celery_visibility_timeout // 5)
+        transport["unacked_restore_throttle"] = 1
     return {
         "broker_url": settings.celery_broker_url,
         "result_backend": settings.celery_result_backend,

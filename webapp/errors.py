@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy.exc as sa_exc
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from shared.db.retry import is_transient
 from shared.errors import DomainError, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -55,8 +57,19 @@ def _unexpected(exc: Exception) -> Response:
     return error_response(500, "Internal server error")
 
 
+def _database_error(exc: sa_exc.DBAPIError) -> Response:
+    """A database that is briefly away is a 503 the client may retry; anything else a 500."""
+    if not is_transient(exc):
+        return _unexpected(exc)
+    log.warning("database unavailable: %s", exc.orig)
+    response = error_response(503, "The database is unavailable; try again later")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Register the handlers."""
     app.register_error_handler(DomainError, _domain_error)
+    app.register_error_handler(sa_exc.DBAPIError, _database_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

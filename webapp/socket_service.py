@@ -94,9 +94,7 @@ class Server(socketio.AsyncServer):
 
 def create_server(settings: Settings) -> socketio.AsyncServer:
     """Build the AsyncServer with the authenticating connect handler."""
-    manager = socketio.AsyncRedisManager(
-        settings.socket_message_queue, channel=settings.socketio_channel
-    )
+    manager = events.listening_manager(settings.socket_message_queue, settings.socketio_channel)
     server = Server(
         async_mode="asgi",
         client_manager=manager,

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -22,9 +24,12 @@ from threadpoolctl import threadpool_limits
 from shared import events, jobs
 from shared.config import get_settings
 from shared.db import session as db_session
-from shared.extractions import runs
+from shared.extractions import completion, runs
 
 log = logging.getLogger(__name__)
+
+# Seconds a sweep waits for the workers to list their running tasks.
+ORPHAN_INSPECT_TIMEOUT = 2.0
 
 # Per-study scratch folders in the temp dir (created by the extraction task).
 SCRATCH_PREFIX = "qi2-study-"
@@ -86,13 +91,79 @@ def limit_threads(count: int) -> None:
 @worker_ready.connect
 def _recover_lost_studies(**_kwargs: object) -> None:
     """Fail studies still marked running long after any task could have (a killed worker)."""
-    limit = get_settings().extraction_task_time_limit + 600
+    recover_stale(dt.timedelta(seconds=get_settings().extraction_task_time_limit + 600))
+
+
+def recover_stale(older_than: dt.timedelta) -> list[int]:
+    """Fail the stale studies, announce them and finish their extractions; return the studies."""
     with db_session.session_scope() as session:
-        extraction_ids = runs.fail_stale(session, older_than=dt.timedelta(seconds=limit))
-        for extraction_id in set(extraction_ids):
-            runs.finish_if_done(session, extraction_id=extraction_id)
-    if extraction_ids:
-        log.warning("failed %d studies left running by a lost worker", len(extraction_ids))
+        stale = runs.fail_stale(session, older_than=older_than)
+        failed = [(task.id, task.feature_extraction_id) for task in stale]
+    if failed:
+        log.warning("failed %d studies left running by a lost worker", len(failed))
+        completion.announce_studies(task_id for task_id, _ in failed)
+        completion.finish_all(extraction_id for _, extraction_id in failed)
+    return [task_id for task_id, _ in failed]
+
+
+@worker_ready.connect
+def _start_orphan_sweep(sender: object = None, **_kwargs: object) -> None:
+    """Sweep for studies of dead workers now and then, in a thread of the main process."""
+    interval = get_settings().extraction_orphan_sweep_seconds
+    if interval > 0:
+        thread = threading.Thread(
+            target=_sweep_forever, args=(interval,), name="orphan-sweep", daemon=True
+        )
+        thread.start()
+
+
+def _sweep_forever(interval: float) -> None:
+    """Run `sweep_orphans` every interval; a failed sweep is logged and tried again later."""
+    while True:
+        time.sleep(interval)
+        try:
+            sweep_orphans()
+        except Exception as exc:  # the broker or database is away: next round
+            log.warning("orphan sweep failed: %s", exc)
+
+
+def sweep_orphans() -> list[int]:
+    """Re-queue studies whose message only a dead worker held (a worker killed whole).
+
+    Without this, the broker hands a killed worker's messages out again only after its
+    visibility timeout, which must outlast the longest task (hours). Candidates are read
+    first, then the live workers list what they execute or hold; if none answers, nothing
+    is done.
+    """
+    held = _unacked_task_ids()
+    candidates = completion.orphan_candidates(held)
+    if not candidates:
+        return []
+    inspector = app.control.inspect(timeout=ORPHAN_INSPECT_TIMEOUT)
+    active, reserved = inspector.active(), inspector.reserved()
+    if not active or reserved is None:  # nobody answered, not even this worker: do not guess
+        return []
+    live = {
+        task["id"]
+        for replies in (active, reserved)
+        for tasks in replies.values()
+        for task in tasks or []
+    }
+    return completion.requeue_orphans(candidates, live)
+
+
+def _unacked_task_ids() -> set[str]:
+    """Return the Celery ids of messages the broker (Redis) handed out and nobody acked yet."""
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        values = channel.client.hvals(channel.unacked_key)
+    held = set()
+    for value in values:
+        message = json.loads(value)[0]
+        task_id = (message.get("headers") or {}).get("id")
+        if task_id:
+            held.add(task_id)
+    return held
 
 
 @worker_ready.connect

@@ -88,6 +88,6 @@ def enqueue(session: so.Session, *, extraction: FeatureExtraction) -> None:
         for task in extraction.tasks:
             if task.status == "PENDING":
                 runs.fail(session, task=task, message="Could not queue the work (broker down)")
-        service.mark_finished(extraction)
+        runs.finish_if_done(session, extraction_id=extraction.id)  # also drops the credential
         session.commit()
         raise ServiceUnavailable("The task queue is unavailable; try again later") from exc

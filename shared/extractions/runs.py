@@ -15,11 +15,13 @@ import sqlalchemy.orm as so
 
 from shared.db.base import utcnow
 from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
-from shared.extractions.service import mark_finished
+from shared.extractions.service import celery_task_id, drop_credential, mark_finished
 
 MAX_ATTEMPTS = 2
 TOTAL_STEPS = 2
+RUNNING = ("STARTED", "PROGRESS")
 LOST_MESSAGE = "The worker processing this study stopped unexpectedly"
+REQUEUED_MESSAGE = "Waiting to start again (its worker stopped)"
 
 
 @dataclass(frozen=True)
@@ -37,18 +39,32 @@ class StudyJob:
     attempt: int
 
 
-def claim(session: so.Session, *, task_row_id: int, celery_id: str | None) -> StudyJob | None:
-    """Mark a task STARTED and return its inputs; None when it was cancelled or is done.
+@dataclass(frozen=True)
+class Refused:
+    """A claim that runs nothing although the row exists (its extraction may need finishing)."""
+
+    task_row_id: int
+    extraction_id: int
+    failed_now: bool  # True when this claim failed the study (one attempt too many)
+
+
+def claim(
+    session: so.Session, *, task_row_id: int, celery_id: str | None
+) -> StudyJob | Refused | None:
+    """Mark a task STARTED and return its inputs; Refused when it ended; None when cancelled.
 
     A task claimed again after a crash (late ack redelivery) counts an attempt; past
-    MAX_ATTEMPTS it is failed instead of being run forever.
+    MAX_ATTEMPTS it is failed instead of being run forever. A refusal still names the
+    extraction: the crash may have come between the study's end and the extraction's.
     """
     task = session.get(ExtractionTask, task_row_id, with_for_update=True)
-    if task is None or task.status in ("SUCCESS", "FAILURE"):
+    if task is None:
         return None
+    if task.status in ("SUCCESS", "FAILURE") or _superseded(task, celery_id):
+        return Refused(task.id, task.feature_extraction_id, failed_now=False)
     if task.attempts >= MAX_ATTEMPTS:
         fail(session, task=task, message=f"{LOST_MESSAGE} ({task.attempts} attempts)")
-        return None
+        return Refused(task.id, task.feature_extraction_id, failed_now=True)
     extraction = task.extraction
     task.attempts += 1
     task.status = "STARTED"
@@ -67,6 +83,15 @@ def claim(session: so.Session, *, task_row_id: int, celery_id: str | None) -> St
         credential=_credential(session, extraction),
         attempt=task.attempts,
     )
+
+
+def _superseded(task: ExtractionTask, celery_id: str | None) -> bool:
+    """Tell whether another message (a re-queued copy) is running this study right now.
+
+    A study re-queued after its worker died gets a new Celery id; the dead worker's message,
+    handed out again by the broker much later, must not count an attempt against it.
+    """
+    return bool(task.status in RUNNING and task.task_id and celery_id and task.task_id != celery_id)
 
 
 def _credential(session: so.Session, extraction: FeatureExtraction) -> str | None:
@@ -135,21 +160,12 @@ def finish_if_done(session: so.Session, *, extraction_id: int) -> FeatureExtract
     session.refresh(extraction, attribute_names=["tasks"])
     if not mark_finished(extraction):
         return None
-    _drop_credential(session, extraction)
+    drop_credential(session, extraction)
     session.flush()
     return extraction
 
 
-def _drop_credential(session: so.Session, extraction: FeatureExtraction) -> None:
-    """Forget the stored credential once no study needs it any more."""
-    if extraction.credential_id is not None:
-        credential = session.get(WorkerCredential, extraction.credential_id)
-        extraction.credential_id = None
-        if credential is not None:
-            session.delete(credential)
-
-
-def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[int]:
+def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[ExtractionTask]:
     """Fail tasks that claim to run but have not reported for longer than any task may run.
 
     This is the backstop for a whole worker killed hard (its late-acked message would come
@@ -158,13 +174,43 @@ def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[int]:
     cutoff = utcnow() - older_than
     stale = session.scalars(
         sa.select(ExtractionTask).where(
-            ExtractionTask.status.in_(("STARTED", "PROGRESS")),
+            ExtractionTask.status.in_(RUNNING),
             ExtractionTask.updated_at < cutoff,
         )
     ).all()
     for task in stale:
         fail(session, task=task, message=LOST_MESSAGE)
-    return [task.feature_extraction_id for task in stale]
+    return list(stale)
+
+
+def orphan_candidates(session: so.Session, *, held: set[str]) -> list[int]:
+    """Return the studies marked running, and the PENDING ones whose message the broker
+    handed out (`held`: Celery ids delivered and not acknowledged)."""
+    running = ExtractionTask.status.in_(RUNNING)
+    pending_held = sa.and_(ExtractionTask.status == "PENDING", ExtractionTask.task_id.in_(held))
+    query = sa.select(ExtractionTask.id).where(sa.or_(running, pending_held) if held else running)
+    return list(session.scalars(query.order_by(ExtractionTask.id)))
+
+
+def requeue_orphan(
+    session: so.Session, *, task_row_id: int, live: set[str]
+) -> ExtractionTask | None:
+    """Send a study again under a new Celery id when no live worker holds its message.
+
+    `live` (the Celery ids live workers execute or hold reserved) must be read after the
+    candidates were: a task is listed before it claims its row, so a live study is in it.
+    A running study goes back to PENDING (its crash counted as an attempt when it was
+    claimed); a PENDING one whose message a dead worker held stays PENDING. Returns the row.
+    """
+    task = session.get(ExtractionTask, task_row_id, with_for_update=True)
+    if task is None or task.status not in (*RUNNING, "PENDING") or task.task_id in live:
+        return None
+    if task.status in RUNNING:
+        task.status = "PENDING"
+        task.status_message = REQUEUED_MESSAGE
+    task.task_id = celery_task_id(task.id)
+    session.flush()
+    return task
 
 
 def study_event(task: ExtractionTask) -> dict[str, Any]:

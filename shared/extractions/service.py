@@ -14,7 +14,7 @@ import sqlalchemy.orm as so
 from shared.db import owned
 from shared.db.base import utcnow
 from shared.errors import Conflict
-from shared.extractions.models import ExtractionTask, FeatureExtraction
+from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
 from shared.extractions.schemas import (
     ExtractionRead,
     ExtractionStatus,
@@ -212,6 +212,7 @@ def cancel(session: so.Session, *, extraction: FeatureExtraction) -> list[str]:
     if extraction.finished_at is not None or compute_status(extraction).ready:
         raise Conflict("This extraction has finished; there is nothing to cancel")
     task_ids = [t.task_id for t in extraction.tasks if t.task_id and t.status not in DONE]
+    drop_credential(session, extraction)  # no study will need it; the FK would only be nulled
     session.delete(extraction)
     session.flush()
     return task_ids
@@ -223,3 +224,12 @@ def mark_finished(extraction: FeatureExtraction) -> bool:
         extraction.finished_at = utcnow()
         return True
     return False
+
+
+def drop_credential(session: so.Session, extraction: FeatureExtraction) -> None:
+    """Forget the stored worker credential once no study needs it any more."""
+    if extraction.credential_id is not None:
+        credential = session.get(WorkerCredential, extraction.credential_id)
+        extraction.credential_id = None
+        if credential is not None:
+            session.delete(credential)

@@ -41,9 +41,11 @@ def test_claim_marks_started_and_returns_plain_inputs(db):
 
 def test_redelivered_task_is_retried_then_failed(db):
     task = make_extraction(db).tasks[0]
+    # The broker hands the same message (same Celery id) out again after each crash.
     assert runs.claim(db, task_row_id=task.id, celery_id="a").attempt == 1
-    assert runs.claim(db, task_row_id=task.id, celery_id="b").attempt == 2  # after a crash
-    assert runs.claim(db, task_row_id=task.id, celery_id="c") is None  # no endless loop
+    assert runs.claim(db, task_row_id=task.id, celery_id="a").attempt == 2  # after a crash
+    refused = runs.claim(db, task_row_id=task.id, celery_id="a")  # no endless loop
+    assert refused == runs.Refused(task.id, task.feature_extraction_id, failed_now=True)
     assert task.status == "FAILURE"
     assert "stopped unexpectedly" in task.error
 
@@ -53,7 +55,9 @@ def test_ended_or_cancelled_tasks_are_not_claimed(db):
     done = extraction.tasks[0]
     done.status = "SUCCESS"
     db.flush()
-    assert runs.claim(db, task_row_id=done.id, celery_id="x") is None
+    refused = runs.claim(db, task_row_id=done.id, celery_id="x")
+    assert refused == runs.Refused(done.id, extraction.id, failed_now=False)
+    assert done.status == "SUCCESS"
     assert runs.claim(db, task_row_id=987654321, celery_id="x") is None
 
 
@@ -82,7 +86,7 @@ def test_stale_running_tasks_are_failed(db):
     )
     db.expire_all()
     failed = runs.fail_stale(db, older_than=dt.timedelta(hours=3))
-    assert failed == [extraction.id]
+    assert [task.id for task in failed] == [stale.id]
     assert db.get(ExtractionTask, stale.id).status == "FAILURE"
     assert db.get(ExtractionTask, fresh.id).status == "STARTED"
 
@@ -136,3 +140,32 @@ def test_largest_studies_are_queued_first(db, monkeypatch):
     by_id = {task.id: task.study_uid for task in extraction.tasks}
     # Biggest first; equal counts keep the album's order; unknown counts go last.
     assert [by_id[row_id] for row_id in sent] == ["c", "a", "d", "b"]
+
+
+def test_orphan_is_requeued_once_and_the_dead_workers_copy_is_refused(db):
+    extraction = make_extraction(db, n=4)
+    orphan, live, held_by_dead, queued = extraction.tasks
+    runs.claim(db, task_row_id=orphan.id, celery_id="dead-worker-copy")
+    runs.claim(db, task_row_id=live.id, celery_id="live-copy")
+    held = {held_by_dead.task_id}  # delivered to the dead worker, never claimed
+    candidates = runs.orphan_candidates(db, held=held)
+    assert candidates == [orphan.id, live.id, held_by_dead.id]  # not the queued one
+
+    alive = {"live-copy"}  # what the live workers execute or hold
+    assert runs.requeue_orphan(db, task_row_id=live.id, live=alive) is None
+    old_held_id = held_by_dead.task_id
+    assert runs.requeue_orphan(db, task_row_id=held_by_dead.id, live=alive) is held_by_dead
+    assert held_by_dead.status == "PENDING" and held_by_dead.task_id != old_held_id
+    requeued = runs.requeue_orphan(db, task_row_id=orphan.id, live=alive)
+    assert requeued is orphan and orphan.status == "PENDING"
+    new_id = orphan.task_id
+    assert new_id != "dead-worker-copy"
+    assert runs.orphan_candidates(db, held=held) == [live.id]  # each is re-queued once
+    assert queued.status == "PENDING"
+
+    job = runs.claim(db, task_row_id=orphan.id, celery_id=new_id)
+    assert job.attempt == 2  # the crash counted
+    # Hours later the broker hands out the dead worker's message: it must not fail the study.
+    stale = runs.claim(db, task_row_id=orphan.id, celery_id="dead-worker-copy")
+    assert stale == runs.Refused(orphan.id, extraction.id, failed_now=False)
+    assert orphan.status == "STARTED" and orphan.attempts == 2

@@ -15,9 +15,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from shared import jobs
 from shared.config import get_settings
+from shared.db.retry import retry_transient
 from shared.db.session import session_scope
 from shared.errors import DomainError, NotFound
-from shared.extractions import notify, runs
+from shared.extractions import completion, notify, runs
 from shared.features import storage
 from shared.imaging.factory import image_source
 from shared.imaging.source import CONTOUR_MODALITIES, ImageSource
@@ -42,27 +43,52 @@ class Cancelled(Exception):
 )
 def extract_study(self, task_row_id: int) -> str:
     """Extract the features of one study of an extraction."""
-    with session_scope() as session:
-        job = runs.claim(session, task_row_id=task_row_id, celery_id=self.request.id)
-    if job is None:
-        log.info("task %s: nothing to do (cancelled or already ended)", task_row_id)
+    claimed = retry_transient(
+        lambda: _claim(task_row_id, self.request.id), what=f"task {task_row_id}: claim"
+    )
+    if claimed is None:
+        log.info("task %s: nothing to do (cancelled)", task_row_id)
         return "skipped"
-    log.info("task %s: study %s, attempt %d", task_row_id, job.study_uid, job.attempt)
+    if isinstance(claimed, runs.Refused):
+        return _refused(claimed)
+    try:
+        return _attempt(claimed)
+    finally:
+        # Every path that may have ended the last study finishes the extraction here.
+        completion.finish(claimed.extraction_id)
+
+
+def _claim(task_row_id: int, celery_id: str | None) -> runs.StudyJob | runs.Refused | None:
+    """Claim the study in its own unit of work."""
+    with session_scope() as session:
+        return runs.claim(session, task_row_id=task_row_id, celery_id=celery_id)
+
+
+def _refused(refused: runs.Refused) -> str:
+    """Announce a study failed for too many attempts; finish its extraction if it was the last."""
+    log.info("task %s: not run (ended, or out of attempts)", refused.task_row_id)
+    if refused.failed_now:
+        completion.announce_studies([refused.task_row_id])
+    completion.finish(refused.extraction_id)
+    return "failure" if refused.failed_now else "skipped"
+
+
+def _attempt(job: runs.StudyJob) -> str:
+    """Run one claimed study; record a failure with its readable message."""
+    log.info("task %s: study %s, attempt %d", job.task_row_id, job.study_uid, job.attempt)
     try:
         _run(job)
         return "success"
     except Cancelled:
-        log.info("task %s: extraction cancelled", task_row_id)
+        log.info("task %s: extraction cancelled", job.task_row_id)
         return "cancelled"
     except (pipeline.ExtractionError, DomainError) as exc:
         _fail(job, str(exc))
     except SoftTimeLimitExceeded:
         _fail(job, f"The study took longer than {SETTINGS.extraction_task_time_limit} s")
     except Exception as exc:  # record it on the row; the rest of the album goes on
-        log.exception("task %s: unexpected error", task_row_id)
+        log.exception("task %s: unexpected error", job.task_row_id)
         _fail(job, f"Unexpected error while processing the study: {type(exc).__name__}: {exc}")
-    finally:
-        _finish_extraction(job.extraction_id)
     return "failure"
 
 
@@ -74,6 +100,13 @@ def _run(job: runs.StudyJob) -> None:
         study_dir = _fetch(job, config, Path(tmp))
         _step(job, 2, "Processing data")
         result = pipeline.extract_study(study_dir, config, job.rois)
+    # Storing is idempotent (a study's vectors are replaced), so a database restart while
+    # storing costs a retry, not the computed study.
+    retry_transient(lambda: _store(job, result), what=f"task {job.task_row_id}: store")
+
+
+def _store(job: runs.StudyJob, result: pipeline.StudyExtraction) -> None:
+    """Store the study's vectors and mark it done, in one transaction; then announce it."""
     with session_scope() as session:
         vectors = [
             storage.VectorIn(modality=v.modality, roi=v.roi, names=v.names, values=v.values)
@@ -123,6 +156,11 @@ def _download(source: ImageSource, job: runs.StudyJob, uids: list[str], dest: Pa
 
 def _step(job: runs.StudyJob, step: int, message: str) -> None:
     """Record and announce a step; stop when the extraction was cancelled."""
+    retry_transient(lambda: _record_step(job, step, message), what=f"task {job.task_row_id}: step")
+
+
+def _record_step(job: runs.StudyJob, step: int, message: str) -> None:
+    """Record and announce a step in its own unit of work."""
     with session_scope() as session:
         task = runs.progress(session, task_row_id=job.task_row_id, step=step, message=message)
         if task is None:
@@ -134,17 +172,13 @@ def _step(job: runs.StudyJob, step: int, message: str) -> None:
 def _fail(job: runs.StudyJob, message: str) -> None:
     """Record a failed study with its readable message."""
     log.warning("task %s: study %s failed: %s", job.task_row_id, job.study_uid, message)
+    retry_transient(lambda: _record_failure(job, message), what=f"task {job.task_row_id}: fail")
+
+
+def _record_failure(job: runs.StudyJob, message: str) -> None:
+    """Record the failure and announce it in its own unit of work."""
     with session_scope() as session:
         task = runs.fail_by_id(session, task_row_id=job.task_row_id, message=message)
         if task is not None:
             session.commit()
             notify.study_changed(session, task, job.user_id)
-
-
-def _finish_extraction(extraction_id: int) -> None:
-    """When every study ended, stamp the extraction and send the full object."""
-    with session_scope() as session:
-        extraction = runs.finish_if_done(session, extraction_id=extraction_id)
-        if extraction is not None:
-            session.commit()
-            notify.extraction_finished(session, extraction)
