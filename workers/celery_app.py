@@ -23,6 +23,7 @@ from shared import events, jobs
 from shared.config import get_settings
 from shared.db import session as db_session
 from shared.extractions import runs
+from shared.modeling import runs as training_runs
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,19 @@ def _recover_lost_studies(**_kwargs: object) -> None:
             runs.finish_if_done(session, extraction_id=extraction_id)
     if extraction_ids:
         log.warning("failed %d studies left running by a lost worker", len(extraction_ids))
+
+
+@worker_ready.connect
+def _recover_lost_training_runs(**_kwargs: object) -> None:
+    """Fail training runs still marked running long after any run could have (a killed worker)."""
+    limit = get_settings().training_task_time_limit + 600
+    with db_session.session_scope() as session:
+        stale = training_runs.fail_stale(session, older_than=dt.timedelta(seconds=limit))
+        session.commit()
+        for run in stale:
+            training_runs.publish_failed(run)
+    if stale:
+        log.warning("failed %d training runs left running by a lost worker", len(stale))
 
 
 @worker_ready.connect
