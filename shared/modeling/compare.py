@@ -15,7 +15,7 @@ import numpy as np
 
 from shared.modeling import stats
 from shared.modeling.models import TrainedModel
-from shared.modeling.results import is_survival
+from shared.modeling.results import as_float, is_survival
 
 DIFFERENT_KINDS = "not comparable: one model is a classifier, the other a survival model"
 NO_COMMON_GROUND = (
@@ -42,9 +42,9 @@ def _test_arrays(model: TrainedModel) -> tuple[list[str], dict[str, Any]] | None
             item = (model.test_predictions_probabilities or {}).get(patient) or {}
             probabilities = item.get("probabilities") or []
             value = probabilities[-1] if probabilities else None
-        if value is None:
+        if not np.isfinite(as_float(value)):
             return None
-        scores[patient] = float(value)
+        scores[patient] = as_float(value)
     return sorted(truths), scores
 
 
@@ -82,7 +82,9 @@ def _same_folds(a: TrainedModel, b: TrainedModel, metric: str) -> float | None:
         return None
     # Each split validates on about 1/k of the training patients and trains on the rest.
     n_test = n // n_splits
-    result = stats.corrected_ttest(np.array(scores_a), np.array(scores_b), n - n_test, n_test)
+    a_values = np.array([as_float(v) for v in scores_a])
+    b_values = np.array([as_float(v) for v in scores_b])
+    result = stats.corrected_ttest(a_values, b_values, n - n_test, n_test)
     return result["p_value"]
 
 

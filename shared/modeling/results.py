@@ -37,6 +37,11 @@ def _number(value: Any) -> Any:
     return not_a_number_as_text(float(value)) if isinstance(value, (int, float)) else value
 
 
+def as_float(value: Any) -> float:
+    """Return a stored number as float; "N/A", None and text are NaN."""
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
 def _metric_mean(model: TrainedModel, metric: str) -> float:
     """Return a stored test metric's mean, 0 when absent or not a number."""
     value = ((model.test_metrics or {}).get(metric) or {}).get("mean")
@@ -47,7 +52,8 @@ def _positive_probability(model: TrainedModel, patient: str) -> float | None:
     """Return P(class 1) of a test patient, if stored."""
     item = (model.test_predictions_probabilities or {}).get(patient) or {}
     probabilities = item.get("probabilities") or []
-    return float(probabilities[-1]) if probabilities else None
+    value = as_float(probabilities[-1]) if probabilities else math.nan
+    return value if math.isfinite(value) else None
 
 
 # --- M5 / M6 ------------------------------------------------------------------------------------

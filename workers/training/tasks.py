@@ -10,11 +10,11 @@ from __future__ import annotations
 import io
 import logging
 import math
+import time
 from typing import Any
 
 import joblib
 import numpy as np
-import pandas as pd
 from celery.exceptions import SoftTimeLimitExceeded
 
 from shared import jobs
@@ -198,7 +198,7 @@ def _model_fields(job: runs.RunJob, result: Any) -> dict[str, Any]:
     """Map a TrainingResult to the model row's columns."""
     params = job.parameters
     kind = params["kind"]
-    stamp = int(pd.Timestamp.utcnow().timestamp())
+    stamp = int(time.time())
     safe = lambda v: _nan_free(_json_safe(v))  # noqa: E731
     return {
         "name": f"{job.album_name}_model_{kind.capitalize()}_{stamp}",
