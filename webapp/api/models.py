@@ -39,6 +39,9 @@ from webapp.serialize import dump, dump_all
 bp = Blueprint("models", __name__)
 TAGS = ["models"]
 PREDICT_TIMEOUT_SECONDS = 120
+# `{model_ids}` bodies are read by hand (the frontend's downloads send no Content-Type, and the
+# ROC routes also answer GET); the schema is declared for the OpenAPI document only.
+BODY_IDS: dict[str, Any] = {"json": ModelIds, "skip_validation": True}
 
 
 class ModelList(RootModel[list[ModelRead]]):
@@ -106,7 +109,9 @@ def delete_model(model_id: int) -> dict[str, Any]:
 
 
 @bp.post("/models/compare-data")
-@spec.validate(resp=Resp(HTTP_200=ModelComparison, HTTP_400=None, HTTP_404=None), tags=TAGS)
+@spec.validate(
+    resp=Resp(HTTP_200=ModelComparison, HTTP_400=None, HTTP_404=None), tags=TAGS, **BODY_IDS
+)
 def compare_models() -> dict[str, Any]:
     """M4: p-values of valid paired tests between models (a string where none is valid)."""
     return dump(ModelComparison(**compare.comparison(_owned_many(_ids_from_body()))))
@@ -118,14 +123,18 @@ def _plots(model_id: int, data_type: str) -> list[dict[str, Any]]:
 
 
 @bp.post("/models/<int:model_id>/plot-test-predictions")
-@spec.validate(resp=Resp(HTTP_200=PredictionPlots, HTTP_400=None, HTTP_404=None), tags=TAGS)
+@spec.validate(
+    resp=Resp(HTTP_200=PredictionPlots, HTTP_400=None, HTTP_404=None), tags=TAGS, **BODY_IDS
+)
 def plot_test_predictions(model_id: int) -> list[dict[str, Any]]:
     """M5: each model's test patients with probability or risk, prediction and truth."""
     return _plots(model_id, "test")
 
 
 @bp.post("/models/<int:model_id>/plot-train-predictions")
-@spec.validate(resp=Resp(HTTP_200=PredictionPlots, HTTP_400=None, HTTP_404=None), tags=TAGS)
+@spec.validate(
+    resp=Resp(HTTP_200=PredictionPlots, HTTP_400=None, HTTP_404=None), tags=TAGS, **BODY_IDS
+)
 def plot_train_predictions(model_id: int) -> list[dict[str, Any]]:
     """M6: train predictions are not stored; items say so (the frontend never asks)."""
     return _plots(model_id, "train")
@@ -140,14 +149,14 @@ def _roc(model_id: int, data_type: str) -> list[dict[str, Any]]:
 
 
 @bp.route("/models/<int:model_id>/roc-curve-test-data", methods=["GET", "POST"])
-@spec.validate(resp=Resp(HTTP_200=RocList, HTTP_400=None, HTTP_404=None), tags=TAGS)
+@spec.validate(resp=Resp(HTTP_200=RocList, HTTP_400=None, HTTP_404=None), tags=TAGS, **BODY_IDS)
 def roc_test(model_id: int) -> list[dict[str, Any]]:
     """M7: ROC curve of the test predictions (placeholder with `error` when impossible)."""
     return _roc(model_id, "test")
 
 
 @bp.route("/models/<int:model_id>/roc-curve-train-data", methods=["GET", "POST"])
-@spec.validate(resp=Resp(HTTP_200=RocList, HTTP_400=None, HTTP_404=None), tags=TAGS)
+@spec.validate(resp=Resp(HTTP_200=RocList, HTTP_400=None, HTTP_404=None), tags=TAGS, **BODY_IDS)
 def roc_train(model_id: int) -> list[dict[str, Any]]:
     """M8: placeholders: train predictions are not stored."""
     return _roc(model_id, "train")
