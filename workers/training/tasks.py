@@ -101,7 +101,10 @@ def train_model(self, run_id: int) -> str:
 def _train(job: runs.RunJob) -> None:
     """Assemble the data, fit, store the model with its pipeline, announce it."""
     data = _training_data(job)
-    result = engine.train(data, Progress(job))
+    algorithms = job.parameters.get("algorithms")
+    result = engine.train(
+        data, Progress(job), algorithms=tuple(algorithms) if algorithms else None
+    )
     runs.publish(job, phase="saving")
     blob = _dump(result.pipeline)
     with session_scope() as session:
@@ -152,15 +155,7 @@ def _training_data(job: runs.RunJob) -> engine.TrainingData:
         positive_class=params.get("positive_class"),
         training_patients=tuple(training),
         test_patients=None if test is None else tuple(test),
-        **_grid_options(params),
     )
-
-
-def _grid_options(params: dict[str, Any]) -> dict[str, Any]:
-    """Pass a restricted algorithm list when the request named one and the engine takes it."""
-    algorithms = params.get("algorithms")
-    fields = getattr(engine.TrainingData, "__dataclass_fields__", {})
-    return {"algorithms": tuple(algorithms)} if algorithms and "algorithms" in fields else {}
 
 
 def _dump(pipeline: Any) -> bytes:
