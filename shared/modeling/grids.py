@@ -52,7 +52,7 @@ SURVIVAL_GRID: dict[str, list[Params]] = {
     # A small ridge keeps the Newton steps defined when features outnumber events.
     "CoxPHSurvivalAnalysis": [{"alpha": a} for a in (1.0, 10.0, 100.0)],
     "CoxnetSurvivalAnalysis": [
-        {"alpha": a, "l1_ratio": r} for r in (0.5, 0.9) for a in (0.01, 0.05, 0.2)
+        {"alpha": a, "l1_ratio": r} for r in (0.5, 0.9) for a in (0.03, 0.1, 0.3)
     ],
     "IPCRidge": [{"alpha": a} for a in (1.0, 10.0, 100.0)],
     "RandomSurvivalForest": [

@@ -316,9 +316,14 @@ def cv_summary(
     n_test: int,
     level: float = 0.95,
 ) -> dict[str, dict[str, float]]:
-    """Return {metric: mean/inf/sup/order} of per-split CV scores (corrected t interval)."""
+    """Return {metric: mean/inf/sup/order} of per-split CV scores (corrected t interval).
+
+    Every metric here lies in [0, 1], so the bounds are clipped to it (a t interval is
+    symmetric and can overshoot near 1).
+    """
     out = {}
     for order, name in enumerate(metrics):
         mean, low, high = corrected_ci(cv_scores.get(name, []), n_train, n_test, level)
+        low, high = (min(max(v, 0.0), 1.0) if math.isfinite(v) else v for v in (low, high))
         out[name] = {"mean": mean, "inf_value": low, "sup_value": high, "order": order}
     return out
