@@ -199,6 +199,7 @@ def trained(live_url, live_db, auth, workers, cohorts):
         "extraction_id": extraction_id,
         "other_extraction": other_extraction,
         "category_id": category_id,
+        "truths": truths,
     }
 
 
@@ -243,9 +244,29 @@ def test_results_export_predict_and_delete(live_url, live_db, trained):
         assert response.status_code == 200, (path, response.text)
         return response
 
+    # A second model on the same split: M4 runs the paired bootstrap on the shared test set.
+    second = train(
+        live_url,
+        headers,
+        trained["extraction_id"],
+        trained["category_id"],
+        trained["truths"],
+        algorithms=["SVC"],
+    )
+
+    def second_model() -> int | None:
+        models = httpx.get(f"{live_url}/models/{ALBUM}", headers=headers).json()
+        return next((m["id"] for m in models if m["id"] != model_id), None)
+
+    second_id = wait_until(second_model, 300, interval=0.5)
+    pair = {"model_ids": [model_id, second_id]}
+    comparison = post("compare-data", pair).json()
+    print(f"\nM4 ({second['training-id']} vs the first model): {comparison['p_values']}")
+    p_value = comparison["p_values"][f"model_{model_id}"][f"model_{second_id}"]
+    assert isinstance(p_value, float) and 0.0 < p_value <= 1.0
+    assert comparison["p_values"][f"model_{model_id}"][f"model_{model_id}"] == 1.0
+    httpx.delete(f"{live_url}/models/{second_id}", headers=headers)
     ids = {"model_ids": [model_id]}
-    comparison = post("compare-data", ids).json()
-    assert comparison["p_values"] == {f"model_{model_id}": {f"model_{model_id}": 1.0}}
     (plot,) = post(f"{model_id}/plot-test-predictions", ids).json()
     assert len(plot["patients"]) == len(model["test_patient_ids"])
     (roc,) = get("roc-curve-test-data").json()
