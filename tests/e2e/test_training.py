@@ -304,6 +304,59 @@ def test_results_export_predict_and_delete(live_url, live_db, trained):
     assert httpx.get(f"{live_url}/models/{model_id}/export", headers=headers).status_code == 404
 
 
+def test_a_training_that_cannot_run_fails_with_a_readable_message(live_url, live_db, auth, trained):
+    """A collection of one clinical column with a Drop policy that leaves 3 patients."""
+    headers, truths = trained["headers"], trained["truths"]
+    with session_scope() as session:
+        file = clinical_service.resolve_file(
+            session, user_id="user-alice", album_id=ALBUM, file_id=None
+        )
+        spec = DefinitionSpec(
+            feat_type="Categorical", encoding="One-Hot Encoding", missing_values="Drop"
+        )
+        clinical_service.save_definitions(session, file=file, specs={"Marker": spec})
+        table = {
+            t.patient_id: {"Marker": "ab"[i % 2] if i < 5 else ""} for i, t in enumerate(truths)
+        }
+        clinical_service.save_values(session, file=file, table=table)
+    collection = httpx.post(
+        f"{live_url}/feature-collections/new",
+        json={
+            "featureExtractionID": trained["extraction_id"],
+            "name": "Marker only",
+            "featureIDs": ["Marker"],
+        },
+        headers=headers,
+    )
+    assert collection.status_code == 200, collection.text
+    collection_id = collection.json()["collection"]["id"]
+    owner = EventListener(live_url, auth.token("alice"))
+    try:
+        started = train(
+            live_url,
+            headers,
+            trained["extraction_id"],
+            trained["category_id"],
+            truths,
+            **{"collection-id": collection_id},
+        )
+        end = wait_until(lambda: finished(owner, started["training-id"]), 120)
+    finally:
+        owner.close()
+    with session_scope() as session:  # the next test trains on every clinical column
+        for definition in clinical_service.list_definitions(
+            session, user_id="user-alice", album_id=ALBUM
+        ):
+            if definition.name == "Marker":
+                session.delete(definition)
+    row = run_row(live_db, started["training-id"])
+    print(f"\nfailed training {started}: event {end}; row {row.status}: {row.error}")
+    assert set(end) == {"training-id", "failed", "error"} and end["failed"] is True
+    assert end["error"] == row.error and "Traceback" not in row.error
+    assert row.status == "FAILURE" and row.model_id is None
+    assert started["training-id"].startswith(f"train_{trained['extraction_id']}_{collection_id}_")
+
+
 def run_row(engine, training_id: str) -> TrainingRun:
     """Read a training run's row."""
     with engine.connect() as connection:
@@ -329,7 +382,14 @@ def test_killed_training_worker_leaves_no_half_model(live_url, live_db, auth, wo
             **{"data-splitting-type": "fulldataset", "training-patients": None, "algorithms": None},
         )
         training_id = started["training-id"]
-        wait_until(lambda: run_row(live_db, training_id).current_step >= 1, 300, interval=0.05)
+        wait_until(
+            lambda: (
+                (row := run_row(live_db, training_id)).current_step >= 1 or row.status == "FAILURE"
+            ),
+            300,
+            interval=0.05,
+        )
+        assert run_row(live_db, training_id).status != "FAILURE", "failed before the kill"
         victims = training_worker.child_pids()
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
