@@ -78,11 +78,12 @@ class TrainRequest(Schema):
     )
     training_patients: list[str] | None = Field(None, alias="training-patients")
     test_patients: list[str] | None = Field(None, alias="test-patients")
-    studies: list[dict[str, Any]] | None = None
-    album: dict[str, Any] | None = None
-    labels: list[list[Any]] | None = None
-    modalities: list[str] | None = None
-    rois: list[str] | None = None
+    # Accepted in any shape and never used: the platform's own rows are the truth.
+    studies: Any = None
+    album: Any = None
+    labels: Any = None
+    modalities: Any = None
+    rois: Any = None
     # Not sent by the frontend: restrict the grid to some algorithm keys (tests, benchmarks).
     algorithms: list[str] | None = None
 
