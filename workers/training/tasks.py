@@ -102,7 +102,12 @@ def _train(job: runs.RunJob) -> None:
     """Assemble the data, fit, store the model with its pipeline, announce it."""
     data = _training_data(job)
     algorithms = job.parameters.get("algorithms")
-    result = engine.train(data, Progress(job), algorithms=tuple(algorithms) if algorithms else None)
+    result = engine.train(
+        data,
+        Progress(job),
+        algorithms=tuple(algorithms) if algorithms else None,
+        n_jobs=SETTINGS.grid_search_concurrency,
+    )
     runs.publish(job, phase="saving")
     blob = _dump(result.pipeline)
     with session_scope() as session:
