@@ -261,7 +261,13 @@ def test_results_export_predict_and_delete(live_url, live_db, trained):
     second_id = wait_until(second_model, 300, interval=0.5)
     pair = {"model_ids": [model_id, second_id]}
     comparison = post("compare-data", pair).json()
-    print(f"\nM4 ({second['training-id']} vs the first model): {comparison['p_values']}")
+    aucs = {
+        m["id"]: m["test_metrics"]["auc"]["mean"]
+        for m in httpx.get(f"{live_url}/models/{ALBUM}", headers=headers).json()
+    }
+    print(
+        f"\nM4 ({second['training-id']} vs the first; test AUCs {aucs}): {comparison['p_values']}"
+    )
     p_value = comparison["p_values"][f"model_{model_id}"][f"model_{second_id}"]
     assert isinstance(p_value, float) and 0.0 < p_value <= 1.0
     assert comparison["p_values"][f"model_{model_id}"][f"model_{model_id}"] == 1.0
