@@ -82,19 +82,26 @@ def scalers_for(algorithm: str) -> tuple[str, ...]:
 
 
 def candidates(
-    kind: str, only: tuple[str, ...] | list[str] | None = None
+    kind: str,
+    only: tuple[str, ...] | list[str] | None = None,
+    custom: dict[str, list[Params]] | None = None,
+    scalers: tuple[str, ...] | None = None,
 ) -> list[tuple[str, str, Params]]:
-    """Return every (algorithm, scaler, parameters) candidate, optionally for some algorithms."""
-    chosen = grid(kind)
-    if only is not None:
-        unknown = sorted(set(only) - set(chosen))
-        if unknown:
-            raise ValueError(f"unknown {kind} algorithm(s): {', '.join(unknown)}")
+    """Return every (algorithm, scaler, parameters) candidate of a grid.
+
+    `only` keeps some algorithms; `custom` replaces the parameter lists of the algorithms it
+    names (tests and benchmarks use small grids); `scalers` restricts the scalers.
+    """
+    chosen = {**grid(kind), **(custom or {})}
+    unknown = sorted((set(only or ()) | set(custom or ())) - set(algorithms(kind)))
+    if unknown:
+        raise ValueError(f"unknown {kind} algorithm(s): {', '.join(unknown)}")
     return [
         (name, scaler, dict(params))
         for name, grid_params in chosen.items()
         if only is None or name in only
         for scaler in scalers_for(name)
+        if scalers is None or scaler in scalers or name in SCALE_FREE
         for params in grid_params
     ]
 
