@@ -375,17 +375,39 @@ def _search(
     return scores, errors
 
 
-def _best(kind: str, scores: np.ndarray) -> int:
-    """Return the candidate with the highest mean refit metric (first one on ties)."""
+def _ranking(kind: str, scores: np.ndarray) -> list[int]:
+    """Return the scored candidates, best mean refit metric first (grid order on ties)."""
     metric = REFIT_METRIC[kind]
     means = []
     for row in scores:
         values = np.array([s.get(metric, math.nan) for s in row], dtype=float)
-        means.append(np.nanmean(values) if np.isfinite(values).any() else -math.inf)
-    best = int(np.argmax(means))
-    if not math.isfinite(means[best]):
+        means.append(float(np.nanmean(values)) if np.isfinite(values).any() else -math.inf)
+    order = [i for i in sorted(range(len(means)), key=lambda i: -means[i]) if means[i] > -math.inf]
+    if not order:
         raise TrainingInputError(f"no candidate could be scored ({metric} undefined on every fold)")
-    return best
+    return order
+
+
+def _refit_best(
+    prepared: _Prepared,
+    candidates: list[Candidate],
+    scores: np.ndarray,
+    seed: int,
+    train_rows: np.ndarray,
+) -> tuple[int, Pipeline]:
+    """Refit the best candidate on all training patients; the next one if its fit fails.
+
+    A penalised Cox fit can diverge on all patients after converging on every fold.
+    """
+    errors = []
+    for index in _ranking(prepared.kind, scores)[:5]:
+        try:
+            return index, _refit(prepared, candidates[index], seed, train_rows)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            algorithm, _, params = candidates[index]
+            log.warning("refit of %s %s failed: %s", algorithm, params, exc)
+            errors.append(f"{algorithm}: {exc}")
+    raise TrainingInputError(f"the best candidates could not be fitted: {'; '.join(errors)}")
 
 
 # --- train ---------------------------------------------------------------------------------------
@@ -425,12 +447,10 @@ def train(
         warnings.filterwarnings("ignore", message="The least populated class")
         splits = list(cv.split(np.zeros(n_train), _strata(data.kind, prepared.y, train_rows)))
     scores, errors = _search(prepared, candidates, splits, ticker, data.seed, n_jobs)
-    best = _best(data.kind, scores)
-    algorithm, scaler, params = candidates[best]
     for error in sorted(set(errors))[:5]:
         log.warning("candidate failed in CV: %s", error)
-
-    pipeline = _refit(prepared, candidates[best], data.seed, train_rows)
+    best, pipeline = _refit_best(prepared, candidates, scores, data.seed, train_rows)
+    algorithm, scaler, params = candidates[best]
     ticker.unit_done()
     result = _result(prepared, pipeline, candidates[best], scores[best], splits, data.seed)
     if prepared.test_ids:
