@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import platform
 import warnings
 from collections import defaultdict
@@ -28,7 +29,6 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.inspection import permutation_importance
 from sklearn.model_selection import RepeatedStratifiedKFold
 from sklearn.pipeline import Pipeline
 from sksurv.util import Surv
@@ -375,17 +375,39 @@ def _search(
     return scores, errors
 
 
-def _best(kind: str, scores: np.ndarray) -> int:
-    """Return the candidate with the highest mean refit metric (first one on ties)."""
+def _ranking(kind: str, scores: np.ndarray) -> list[int]:
+    """Return the scored candidates, best mean refit metric first (grid order on ties)."""
     metric = REFIT_METRIC[kind]
     means = []
     for row in scores:
         values = np.array([s.get(metric, math.nan) for s in row], dtype=float)
-        means.append(np.nanmean(values) if np.isfinite(values).any() else -math.inf)
-    best = int(np.argmax(means))
-    if not math.isfinite(means[best]):
+        means.append(float(np.nanmean(values)) if np.isfinite(values).any() else -math.inf)
+    order = [i for i in sorted(range(len(means)), key=lambda i: -means[i]) if means[i] > -math.inf]
+    if not order:
         raise TrainingInputError(f"no candidate could be scored ({metric} undefined on every fold)")
-    return best
+    return order
+
+
+def _refit_best(
+    prepared: _Prepared,
+    candidates: list[Candidate],
+    scores: np.ndarray,
+    seed: int,
+    train_rows: np.ndarray,
+) -> tuple[int, Pipeline]:
+    """Refit the best candidate on all training patients; the next one if its fit fails.
+
+    A penalised Cox fit can diverge on all patients after converging on every fold.
+    """
+    errors = []
+    for index in _ranking(prepared.kind, scores)[:5]:
+        try:
+            return index, _refit(prepared, candidates[index], seed, train_rows)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            algorithm, _, params = candidates[index]
+            log.warning("refit of %s %s failed: %s", algorithm, params, exc)
+            errors.append(f"{algorithm}: {exc}")
+    raise TrainingInputError(f"the best candidates could not be fitted: {'; '.join(errors)}")
 
 
 # --- train ---------------------------------------------------------------------------------------
@@ -394,6 +416,8 @@ def train(
     progress: Progress,
     *,
     algorithms: Sequence[str] | None = None,
+    grid: dict[str, list[dict[str, Any]]] | None = None,
+    scalers: tuple[str, ...] | None = None,
     n_jobs: int = -1,
     n_resamples: int = N_RESAMPLES,
     importance_repeats: int = IMPORTANCE_REPEATS,
@@ -401,10 +425,17 @@ def train(
     """Search the grid, refit the best candidate and (train/test mode) evaluate it.
 
     Calls progress("training") exactly plan(...).n_steps times, then in train/test mode
-    progress("testing", current=i, total=n) a few times. `algorithms` restricts the grid.
+    progress("testing", current=i, total=n) a few times. `algorithms`, `grid` and `scalers`
+    restrict the default grid (grids.candidates).
     """
     prepared = _prepare(data)
-    candidates = grids.candidates(data.kind, None if algorithms is None else list(algorithms))
+    if n_jobs != 1 and multiprocessing.current_process().daemon:
+        log.warning(
+            "training runs on one core: joblib cannot start processes from a daemonic process "
+            "(Celery prefork pool); run the training worker with --pool threads"
+        )
+    only = None if algorithms is None else list(algorithms)
+    candidates = grids.candidates(data.kind, only, grid, scalers)
     actual = prepared.actual
     ticker = _Ticker(progress, prepared.promised.n_steps, actual.n_steps)
     n_train = len(prepared.train_ids)
@@ -416,18 +447,14 @@ def train(
         warnings.filterwarnings("ignore", message="The least populated class")
         splits = list(cv.split(np.zeros(n_train), _strata(data.kind, prepared.y, train_rows)))
     scores, errors = _search(prepared, candidates, splits, ticker, data.seed, n_jobs)
-    best = _best(data.kind, scores)
-    algorithm, scaler, params = candidates[best]
     for error in sorted(set(errors))[:5]:
         log.warning("candidate failed in CV: %s", error)
-
-    pipeline = _refit(prepared, candidates[best], data.seed, train_rows)
+    best, pipeline = _refit_best(prepared, candidates, scores, data.seed, train_rows)
+    algorithm, scaler, params = candidates[best]
     ticker.unit_done()
     result = _result(prepared, pipeline, candidates[best], scores[best], splits, data.seed)
     if prepared.test_ids:
-        _evaluate_test(
-            prepared, result, progress, data.seed, n_resamples, importance_repeats, n_jobs
-        )
+        _evaluate_test(prepared, result, progress, data.seed, n_resamples, importance_repeats)
     log.info(
         "trained %s (%s, %s): %d candidates x %d splits",
         algorithm,
@@ -574,7 +601,6 @@ def _evaluate_test(
     seed: int,
     n_resamples: int,
     importance_repeats: int,
-    n_jobs: int,
 ) -> None:
     """Predict the test patients, bootstrap the metrics and compute permutation importance."""
     kind = prepared.kind
@@ -615,18 +641,22 @@ def _evaluate_test(
             p: {"risk_score": float(v)} for p, v in zip(ids, out["risk"], strict=True)
         }
     result.test_feature_importance = _importance(
-        prepared, result.pipeline, x_test, y_test, seed, importance_repeats, n_jobs
+        prepared, result.pipeline, x_test, y_test, seed, importance_repeats
     )
 
 
-def _auc_scorer(estimator: Any, x: Any, y: np.ndarray) -> float:
-    """Permutation-importance scorer: AUC of the class-1 probability."""
-    return stats.roc_auc(y, estimator.predict_proba(x)[:, 1])
-
-
-def _c_index_scorer(estimator: Any, x: Any, y: np.ndarray) -> float:
-    """Permutation-importance scorer: c-index of the predicted risk."""
-    return stats.c_index(y["time"], y["event"], estimator.predict(x))
+def _column_blocks(pre: Any, columns: list[str]) -> list[np.ndarray]:
+    """Return, per raw input column, the indices of its columns in the transformed matrix."""
+    blocks = []
+    for name, _, inputs in pre.transformers_:
+        if name == "remainder":
+            continue
+        where = pre.output_indices_[name]
+        if name == "radiomics":  # one output per input (imputer keeps empty features)
+            blocks += [np.array([where.start + i]) for i in range(len(inputs))]
+        else:
+            blocks.append(np.arange(where.start, where.stop))
+    return blocks
 
 
 def _importance(
@@ -636,32 +666,47 @@ def _importance(
     y_test: dict[str, np.ndarray],
     seed: int,
     repeats: int,
-    n_jobs: int,
 ) -> list[dict]:
     """Permutation importance of each input column on the test set, sorted descending.
 
-    The drop in AUC / c-index when one raw column is shuffled (a one-hot clinical column
-    counts once). Undefined (NaN) when the test set cannot give the metric.
+    The mean drop in AUC / c-index when one raw column's values are shuffled between the test
+    patients (a one-hot clinical column counts once), `repeats` shuffles per column. The
+    preprocessing works row by row once fitted, so shuffling a raw column equals shuffling
+    its transformed columns: the test set is transformed once, and the shuffled copies of
+    many columns go through the model in one call. NaN when the metric is undefined.
     """
-    if prepared.kind == "classification":
-        target, scorer = y_test["y"], _auc_scorer
-    else:
-        target = np.rec.fromarrays([y_test["time"], y_test["event"]], names="time,event")
-        scorer = _c_index_scorer
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=RuntimeWarning)
-        found = permutation_importance(
-            pipeline,
-            x_test,
-            target,
-            scoring=scorer,
-            n_repeats=repeats,
-            random_state=seed,
-            n_jobs=n_jobs,
-        )
+    pre, model = pipeline.named_steps["preprocess"], pipeline[-1]
+    base = np.asarray(pre.transform(x_test), dtype=float)
+    blocks = _column_blocks(pre, list(x_test.columns))
+    n = base.shape[0]
+    kind = prepared.kind
+
+    def score(x: np.ndarray) -> np.ndarray:
+        """Return the metric of each stacked copy of the test set in x."""
+        out = _predict_rows(kind, model, x)
+        values = []
+        for i in range(x.shape[0] // n):
+            part = {k: v[i * n : (i + 1) * n] for k, v in out.items()}
+            values.append(_metric_fn(kind, y_test, part)(np.arange(n))[REFIT_METRIC[kind]])
+        return np.array(values, dtype=float)
+
+    reference = float(score(base)[0])
+    rng = np.random.RandomState(seed)
+    drops = np.zeros((len(blocks), repeats))
+    chunk = max(1, 200_000 // max(1, base.size))  # columns per model call (bounded memory)
+    for r in range(repeats):
+        orders = [rng.permutation(n) for _ in blocks]
+        for start in range(0, len(blocks), chunk):
+            part = range(start, min(start + chunk, len(blocks)))
+            stacked = np.tile(base, (len(part), 1))
+            for k, j in enumerate(part):
+                cols = blocks[j]
+                stacked[k * n : (k + 1) * n, cols] = base[orders[j]][:, cols]
+            drops[list(part), r] = reference - score(stacked)
+    means = drops.mean(axis=1)
     pairs = [
         {"feature_name": str(name), "importance_value": float(value)}
-        for name, value in zip(x_test.columns, found.importances_mean, strict=True)
+        for name, value in zip(x_test.columns, means, strict=True)
     ]
     return sorted(
         pairs,
