@@ -97,11 +97,14 @@ def _recover_lost_studies(**_kwargs: object) -> None:
 
 
 @worker_ready.connect
-def _recover_lost_training_runs(**_kwargs: object) -> None:
-    """Fail training runs still marked running long after any run could have (a killed worker)."""
+def _recover_lost_training_runs(sender: object = None, **_kwargs: object) -> None:
+    """Fail training runs this worker left running before a restart (killed), and runs of any
+    worker still marked running long after any run could have."""
     limit = get_settings().training_task_time_limit + 600
+    hostname = getattr(sender, "hostname", None)
     with db_session.session_scope() as session:
-        stale = training_runs.fail_stale(session, older_than=dt.timedelta(seconds=limit))
+        stale = training_runs.fail_orphaned(session, worker=hostname) if hostname else []
+        stale += training_runs.fail_stale(session, older_than=dt.timedelta(seconds=limit))
         session.commit()
         for run in stale:
             training_runs.publish_failed(run)

@@ -99,6 +99,7 @@ class TrainingRun(IdMixin, TimestampMixin, OwnedMixin, Base):
     total_steps: so.Mapped[int] = so.mapped_column(default=0)
     error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     attempts: so.Mapped[int] = so.mapped_column(default=0)
+    worker: so.Mapped[str | None] = so.mapped_column(sa.String(255))  # Celery node of the attempt
     parameters: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON)
     started_at: so.Mapped[dt.datetime | None]
     finished_at: so.Mapped[dt.datetime | None]

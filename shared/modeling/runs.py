@@ -49,7 +49,7 @@ class RunJob:
 
 
 def claim(
-    session: so.Session, *, run_id: int, celery_id: str | None
+    session: so.Session, *, run_id: int, celery_id: str | None, worker: str | None = None
 ) -> RunJob | TrainingRun | None:
     """Start a run and return its inputs.
 
@@ -67,6 +67,7 @@ def claim(
     run.status = "STARTED"
     run.phase = "training"
     run.task_id = celery_id or run.task_id
+    run.worker = worker
     run.started_at = utcnow()
     run.error = None
     session.flush()
@@ -157,6 +158,19 @@ def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[Trainin
         )
     ).all()
     return [fail(session, run=run, message=LOST_MESSAGE) for run in stale]
+
+
+def fail_orphaned(session: so.Session, *, worker: str) -> list[TrainingRun]:
+    """Fail runs a worker of this name left running: it just started, so it runs none of them.
+
+    A killed threads-pool worker's message returns only after the broker's visibility timeout;
+    its restart (same node name) ends the run at once instead. A run redelivered later finds it
+    ended and is skipped.
+    """
+    orphaned = session.scalars(
+        sa.select(TrainingRun).where(TrainingRun.status.in_(RUNNING), TrainingRun.worker == worker)
+    ).all()
+    return [fail(session, run=run, message=LOST_MESSAGE) for run in orphaned]
 
 
 # --- events -------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ ALBUM, OTHER_ALBUM = "e2e-train", "e2e-predict"
 N_PATIENTS, N_OTHER = 34, 12
 UNDEFINED = 2  # patients whose label stays "Undefined": left out of training
 FAST = ["LogisticRegression"]  # a restricted grid keeps the test short
+TRAINING_NODE = f"training-e2e-{os.getpid()}@%h"  # fixed: a restarted worker has the same name
 
 SMALL_PRESET = {
     "general": {"padding": 10, "combine_segmentation": True, "result_format": "long"},
@@ -81,8 +82,11 @@ def cohorts(settings) -> dict[str, list[PatientTruth]]:
 
 @pytest.fixture(scope="module")
 def workers(start_worker):
-    """One extraction worker (2 processes) and one training worker (1 process)."""
-    return start_worker("extraction", concurrency=2), start_worker("training", concurrency=1)
+    """One extraction worker (2 processes) and a training worker as deployed (threads pool)."""
+    return (
+        start_worker("extraction", concurrency=2),
+        start_worker("training", concurrency=1, pool="threads", name=TRAINING_NODE),
+    )
 
 
 def extract(live_url: str, headers: dict, album: str) -> int:
@@ -96,7 +100,7 @@ def extract(live_url: str, headers: dict, album: str) -> int:
     assert response.status_code == 200, response.text
     extraction_id = response.json()["id"]
     status = wait_extraction_ready(live_url, headers, extraction_id, 600)
-    assert status["successful"], status
+    assert status["successful"], json.dumps(status)[:4000]
     return extraction_id
 
 
@@ -371,20 +375,18 @@ def run_row(engine, training_id: str) -> TrainingRun:
         ).one()
 
 
-def test_killed_training_worker_leaves_no_half_model(live_url, live_db, auth, workers, trained):
-    headers = trained["headers"]
-    _, training_worker = workers
-    truths = []  # patients come from the stored split of the first test's album
+def train_and_kill(live_url, live_db, auth, trained, kill) -> dict:
+    """Start a full-grid training, call kill() once the first step is done, wait for the end."""
     with live_db.connect() as connection:
         before = connection.execute(sa.select(sa.func.count()).select_from(TrainedModel)).scalar()
     owner = EventListener(live_url, auth.token("alice"))
     try:
         started = train(
             live_url,
-            headers,
+            trained["headers"],
             trained["extraction_id"],
             trained["category_id"],
-            truths,
+            [],  # patients: every extracted one (full dataset)
             **{"data-splitting-type": "fulldataset", "training-patients": None, "algorithms": None},
         )
         training_id = started["training-id"]
@@ -396,37 +398,71 @@ def test_killed_training_worker_leaves_no_half_model(live_url, live_db, auth, wo
             interval=0.05,
         )
         assert run_row(live_db, training_id).status != "FAILURE", "failed before the kill"
-        victims = training_worker.child_pids()
-        for pid in victims:
-            os.kill(pid, signal.SIGKILL)
+        victims = kill()
         during = run_row(live_db, training_id)
         final = wait_until(
             lambda: (row := run_row(live_db, training_id)).status in ("SUCCESS", "FAILURE") and row,
             600,
             interval=0.5,
         )
-        wait_until(lambda: finished(owner, training_id), 30)
+        end = wait_until(lambda: finished(owner, training_id), 30)
     finally:
         owner.close()
-    phases = [p.get("phase") for p in statuses(owner, training_id)]
     with live_db.connect() as connection:
         models = connection.execute(sa.select(TrainedModel.id)).scalars().all()
         with_pipeline = set(
             connection.execute(sa.select(ModelArtifactChunk.model_id).distinct()).scalars()
         )
+    phases = [p.get("phase") for p in statuses(owner, training_id)]
     print(
-        f"\nkilled training pool process(es) {victims} at step {during.current_step}/"
-        f"{during.total_steps} (attempt {during.attempts}); run ended {final.status} after "
-        f"{final.attempts} attempt(s): {final.error or 'model ' + str(final.model_id)}; "
-        f"models {len(models) - before} new, all with a pipeline: {set(models) <= with_pipeline}; "
-        f"{phases.count('training')} training events for n-steps {started['n-steps']}, then "
-        f"{'complete' if finished(owner, training_id).get('complete') else 'failed'}"
+        f"\nkilled {victims} at step {during.current_step}/{during.total_steps} (attempt "
+        f"{during.attempts}); run ended {final.status} after {final.attempts} attempt(s): "
+        f"{final.error or 'model ' + str(final.model_id)}; models {len(models) - before} new, "
+        f"all with a pipeline: {set(models) <= with_pipeline}; {phases.count('training')} "
+        f"training events for n-steps {started['n-steps']}, then "
+        f"{'complete' if end.get('complete') else 'failed'}"
     )
     assert set(models) <= with_pipeline  # no half-written model row
-    # A retried run announces only the steps the killed attempt had not: never more than
-    # n-steps (one fewer if the kill fell between the row update and its event).
-    assert started["n-steps"] - 1 <= phases.count("training") <= started["n-steps"]
+    # Never more training events than n-steps, even when a run is retried.
+    assert phases.count("training") <= started["n-steps"]
     if final.status == "SUCCESS":
-        assert final.model_id in models and len(models) == before + 1
+        assert final.model_id in models and len(models) == before + 1 and end.get("complete")
     else:
         assert final.error and "Traceback" not in final.error and len(models) == before
+        assert end == {"training-id": started["training-id"], "failed": True, "error": final.error}
+    return {"final": final, "victims": victims}
+
+
+def test_killed_grid_process_ends_the_run_with_a_message(live_url, live_db, auth, workers, trained):
+    """SIGKILL of the grid search's pool processes (loky, children of the training worker)."""
+    _, training_worker = workers
+
+    def kill() -> list[int]:
+        victims = training_worker.child_pids()
+        assert victims, "the grid search runs in pool processes"
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        return victims
+
+    outcome = train_and_kill(live_url, live_db, auth, trained, kill)
+    assert outcome["final"].status in ("SUCCESS", "FAILURE")
+    assert training_worker.process.poll() is None  # the worker itself serves on
+
+
+def test_killed_training_worker_run_fails_at_its_restart(
+    live_url, live_db, auth, workers, trained, start_worker
+):
+    """SIGKILL of the whole training worker: its restart (same node name) ends the run."""
+    _, training_worker = workers
+
+    def kill() -> list[int]:
+        victims = [*training_worker.child_pids(), training_worker.process.pid]
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        training_worker.process.wait()
+        start_worker("training", concurrency=1, pool="threads", name=training_worker.name)
+        return victims
+
+    outcome = train_and_kill(live_url, live_db, auth, trained, kill)
+    assert outcome["final"].status == "FAILURE"
+    assert "stopped unexpectedly" in outcome["final"].error

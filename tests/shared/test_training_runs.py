@@ -74,3 +74,10 @@ def test_complete_writes_the_model_and_its_pipeline_once(db, run):
     assert model.artifact_size == 8 and model.artifact_path == f"db://model/{model.id}"
     assert runs.complete(db, run_id=run.id, fields=fields, artifact=b"again") is None
     assert runs.fail_by_id(db, run_id=run.id, message="late") is None  # ended runs stay ended
+
+
+def test_a_restarted_worker_fails_the_runs_it_held(db, run):
+    runs.claim(db, run_id=run.id, celery_id="c1", worker="training@host-a")
+    assert runs.fail_orphaned(db, worker="training@host-b") == []
+    assert [r.id for r in runs.fail_orphaned(db, worker="training@host-a")] == [run.id]
+    assert run.status == "FAILURE" and run.error == runs.LOST_MESSAGE

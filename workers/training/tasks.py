@@ -16,6 +16,7 @@ from typing import Any
 import joblib
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 
 from shared import jobs
 from shared.config import get_settings
@@ -34,17 +35,32 @@ from workers.training import engine
 log = logging.getLogger(__name__)
 SETTINGS = get_settings()
 COMPRESSION = 3  # joblib zlib level: small artifacts at little cost
+GRID_PROCESS_LOST = (
+    "A process of the grid search stopped unexpectedly (killed, or out of memory); "
+    "try again, or with fewer features"
+)
+
+
+class TrainingTooLong(Exception):
+    """The run passed its time limit (checked at each progress step)."""
 
 
 class Progress:
-    """The engine's progress callback: row first, then the event (picklable: ids only)."""
+    """The engine's progress callback: row first, then the event (picklable: ids only).
 
-    def __init__(self, job: runs.RunJob) -> None:
+    It also enforces the run's time limit at each step: Celery's time limits only apply in a
+    prefork pool, and the training worker runs in a threads pool (so joblib may use every core).
+    """
+
+    def __init__(self, job: runs.RunJob, limit_seconds: float) -> None:
         self.job = job
         self.done = 0  # training steps of this attempt
+        self.deadline = time.monotonic() + limit_seconds
 
     def __call__(self, phase: str, current: int | None = None, total: int | None = None) -> None:
         """Record one step of a phase and announce it."""
+        if time.monotonic() > self.deadline:
+            raise TrainingTooLong
         if phase == "training":
             self.done += 1
             if self.done <= self.job.published_steps:
@@ -76,7 +92,9 @@ class Progress:
 def train_model(self, run_id: int) -> str:
     """Train the model of one training run."""
     with session_scope() as session:
-        claimed = runs.claim(session, run_id=run_id, celery_id=self.request.id)
+        claimed = runs.claim(
+            session, run_id=run_id, celery_id=self.request.id, worker=self.request.hostname
+        )
         if not isinstance(claimed, runs.RunJob):
             if claimed is not None:  # out of attempts: tell the owner
                 session.commit()
@@ -90,8 +108,10 @@ def train_model(self, run_id: int) -> str:
         return "success"
     except (TrainingInputError, DomainError, ValueError) as exc:
         _fail(job, str(exc) or type(exc).__name__)
-    except SoftTimeLimitExceeded:
+    except (SoftTimeLimitExceeded, TrainingTooLong):
         _fail(job, f"Training took longer than {SETTINGS.training_task_time_limit} s")
+    except TerminatedWorkerError:
+        _fail(job, GRID_PROCESS_LOST)
     except Exception as exc:  # the message goes to the row; the traceback to the log only
         log.exception("training run %s: unexpected error", run_id)
         _fail(job, f"Unexpected error during training: {type(exc).__name__}: {exc}")
@@ -104,7 +124,7 @@ def _train(job: runs.RunJob) -> None:
     algorithms = job.parameters.get("algorithms")
     result = engine.train(
         data,
-        Progress(job),
+        Progress(job, SETTINGS.training_task_time_limit - 60),
         algorithms=tuple(algorithms) if algorithms else None,
         n_jobs=SETTINGS.grid_search_concurrency,
     )
