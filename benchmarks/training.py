@@ -166,6 +166,8 @@ def main() -> None:
     parser.add_argument("--skip-ref", action="store_true", help="skip the 266-candidate grid")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    # Precision is NaN for a fold without a positive prediction (as in the engine).
+    warnings.filterwarnings("ignore", message="One or more of the test scores are non-finite")
     os.environ["PYTHONWARNINGS"] = "ignore"  # also in the loky processes
     features, labels = cohort()
     y = (labels == "1").to_numpy(dtype=int)
