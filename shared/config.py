@@ -94,7 +94,8 @@ class Settings(BaseSettings):
         2, alias="CELERY_WORKER_CONCURRENCY_EXTRACTION"
     )
     celery_worker_concurrency_training: int = Field(1, alias="CELERY_WORKER_CONCURRENCY_TRAINING")
-    grid_search_concurrency: int = Field(1, alias="GRID_SEARCH_CONCURRENCY")
+    # Processes of one training task's grid search (joblib/loky); -1 = every core.
+    grid_search_concurrency: int = Field(-1, alias="GRID_SEARCH_CONCURRENCY")
 
     # Web app ---------------------------------------------------------------------------------
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(

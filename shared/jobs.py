@@ -16,6 +16,7 @@ EXTRACTION_QUEUE = "extraction"
 TRAINING_QUEUE = "training"
 EXTRACT_STUDY = "extraction.study"
 TRAIN_MODEL = "training.run"
+PREDICT = "training.predict"
 RECOVER_STALE = "extraction.recover_stale"
 
 TASK_ROUTES = {
@@ -78,3 +79,12 @@ def client() -> Celery:
 def send(name: str, *args: Any, task_id: str | None = None) -> str:
     """Enqueue a task by name; return its id."""
     return client().send_task(name, args=list(args), task_id=task_id).id
+
+
+def call(name: str, *args: Any, timeout: float) -> Any:
+    """Run a task and wait for its JSON result (at most `timeout` seconds); errors propagate."""
+    result = client().send_task(name, args=list(args))
+    try:
+        return result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
+    finally:
+        result.forget()

@@ -25,6 +25,7 @@ from shared import events, jobs
 from shared.config import get_settings
 from shared.db import session as db_session
 from shared.extractions import completion, runs
+from shared.modeling import runs as training_runs
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,22 @@ def _unacked_task_ids() -> set[str]:
         if task_id:
             held.add(task_id)
     return held
+
+
+@worker_ready.connect
+def _recover_lost_training_runs(sender: object = None, **_kwargs: object) -> None:
+    """Fail training runs this worker left running before a restart (killed), and runs of any
+    worker still marked running long after any run could have."""
+    limit = get_settings().training_task_time_limit + 600
+    hostname = getattr(sender, "hostname", None)
+    with db_session.session_scope() as session:
+        stale = training_runs.fail_orphaned(session, worker=hostname) if hostname else []
+        stale += training_runs.fail_stale(session, older_than=dt.timedelta(seconds=limit))
+        session.commit()
+        for run in stale:
+            training_runs.publish_failed(run)
+    if stale:
+        log.warning("failed %d training runs left running by a lost worker", len(stale))
 
 
 @worker_ready.connect

@@ -353,6 +353,14 @@ def _wide(matrix: FeatureMatrix, patients: Sequence[str]) -> tuple[list[str], np
     return ids, wide
 
 
+def wide_matrix(matrix: FeatureMatrix, patients: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Return feature IDs `<Modality>‑<ROI>‑<name>` and a patient × ID matrix (NaN = missing).
+
+    `patients` must contain every patient of the matrix; all-NaN features are left out.
+    """
+    return _wide(matrix, patients)
+
+
 def _class_codes(values: Sequence[str]) -> np.ndarray:
     """Encode label values as class codes; numeric labels compare as numbers ("1" == "1.0")."""
     try:

@@ -8,7 +8,15 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared.db.base import TABLE_ARGS, AlbumId, Base, IdMixin, OwnedMixin, TimestampMixin
+from shared.db.base import (
+    TABLE_ARGS,
+    AlbumId,
+    Base,
+    IdMixin,
+    LargeBlob,
+    OwnedMixin,
+    TimestampMixin,
+)
 
 
 class TrainedModel(IdMixin, TimestampMixin, OwnedMixin, Base):
@@ -46,6 +54,34 @@ class TrainedModel(IdMixin, TimestampMixin, OwnedMixin, Base):
     label_category_id: so.Mapped[int] = so.mapped_column(
         sa.ForeignKey("label_category.id", ondelete="CASCADE"), index=True
     )
+    # What the result views, the comparison, export and predict need (train-platform).
+    kind: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    positive_class: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    hyperparameters: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    input_columns: so.Mapped[list[str] | None] = so.mapped_column(sa.JSON)
+    cv_scores: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    cv_signature: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    test_outcomes: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    library_versions: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    dropped_patients: so.Mapped[list[str] | None] = so.mapped_column(sa.JSON)
+    left_out_patients: so.Mapped[list[str] | None] = so.mapped_column(sa.JSON)
+    artifact_sha256: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    artifact_size: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
+
+    chunks: so.Mapped[list[ModelArtifactChunk]] = so.relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="ModelArtifactChunk.seq"
+    )
+
+
+class ModelArtifactChunk(IdMixin, Base):
+    """A piece of a model's compressed pipeline (pieces stay under MySQL's packet limit)."""
+
+    __tablename__ = "model_artifact"
+    __table_args__ = (sa.UniqueConstraint("model_id", "seq"), TABLE_ARGS)
+
+    model_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("model.id", ondelete="CASCADE"))
+    seq: so.Mapped[int]
+    data: so.Mapped[bytes] = so.mapped_column(LargeBlob)
 
 
 class TrainingRun(IdMixin, TimestampMixin, OwnedMixin, Base):
@@ -62,6 +98,8 @@ class TrainingRun(IdMixin, TimestampMixin, OwnedMixin, Base):
     current_step: so.Mapped[int] = so.mapped_column(default=0)
     total_steps: so.Mapped[int] = so.mapped_column(default=0)
     error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    worker: so.Mapped[str | None] = so.mapped_column(sa.String(255))  # Celery node of the attempt
     parameters: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON)
     started_at: so.Mapped[dt.datetime | None]
     finished_at: so.Mapped[dt.datetime | None]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from shared.schemas import TimestampedRead
+from shared.schemas import Schema, TimestampedRead
 
 
 def not_a_number_as_text(value: Any) -> Any:
@@ -44,6 +44,10 @@ class ModelRead(TimestampedRead):
     train_predictions_probabilities: None = None
     test_bootstrap_values: dict[str, Any] | None
     test_scores_values: list[Any] | None
+    # Beyond the old backend (the frontend ignores them).
+    patients_left_out: int = 0
+    dropped_patients: list[str] = Field(default_factory=list)
+    hyperparameters: dict[str, Any] | None = None
     user_id: str
     album_id: str
     feature_extraction_id: int
@@ -52,3 +56,142 @@ class ModelRead(TimestampedRead):
     label_category: str
     training_metrics_alias: dict[str, Any] = Field(alias="training-metrics")
     test_metrics_alias: dict[str, Any] | None = Field(alias="test-metrics")
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class TrainRequest(Schema):
+    """M2 body as the frontend builds it (hyphenated keys); `labels` and `studies` are not used.
+
+    Labels come from the outcome's stored labels, patients from the platform's own rows.
+    """
+
+    extraction_id: int = Field(alias="extraction-id")
+    collection_id: int | None = Field(None, alias="collection-id")
+    label_category_id: int = Field(alias="label-category-id")
+    data_splitting_type: Literal["fulldataset", "traintest"] = Field(
+        "traintest", alias="data-splitting-type"
+    )
+    train_test_split_type: Literal["automatic", "manual"] = Field(
+        "automatic", alias="train-test-split-type"
+    )
+    training_patients: list[str] | None = Field(None, alias="training-patients")
+    test_patients: list[str] | None = Field(None, alias="test-patients")
+    # Accepted in any shape and never used: the platform's own rows are the truth.
+    studies: Any = None
+    album: Any = None
+    labels: Any = None
+    modalities: Any = None
+    rois: Any = None
+    # Not sent by the frontend: restrict the grid to some algorithm keys (tests, benchmarks).
+    algorithms: list[str] | None = None
+
+
+class TrainStarted(BaseModel):
+    """M2 answer."""
+
+    training_id: str = Field(alias="training-id")
+    n_steps: int = Field(alias="n-steps")
+
+
+class ModelIds(Schema):
+    """`{model_ids}` of M4, M5-M8 (ids may come as strings or one comma-separated string)."""
+
+    model_ids: list[int | str] | str
+
+    def ids(self) -> list[int]:
+        """Return the ids as integers."""
+        raw = self.model_ids.split(",") if isinstance(self.model_ids, str) else self.model_ids
+        try:
+            return [int(str(item).strip()) for item in raw if str(item).strip()]
+        except ValueError as exc:
+            raise ValueError("model_ids must be integers") from exc
+
+
+class PredictRequest(Schema):
+    """Body of POST /models/<id>/predict."""
+
+    extraction_id: int = Field(alias="extraction-id")
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+class ModelComparison(BaseModel):
+    """M4 (§6.8): p-values of paired tests; a readable string where no valid test exists."""
+
+    model_ids: list[int]
+    comparison_matrix: dict[str, dict[str, float | str]]
+    p_values: dict[str, dict[str, float | str]]
+
+
+class PredictionPlot(BaseModel):
+    """M5/M6 item (§6.8); survival items add `model_type`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_id: int
+    model_name: str
+    patients: list[dict[str, Any]]
+    metrics: dict[str, Any] | None
+    data_type: str
+
+
+class PredictionPlots(RootModel[list[PredictionPlot]]):
+    """M5/M6 answer."""
+
+
+class RocData(BaseModel):
+    """M7/M8 item (§6.8), or its placeholder with `error`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_id: int
+    model_name: str
+    fpr: list[float]
+    tpr: list[float]
+    thresholds: list[float]
+    auc: float
+    n_samples: int
+
+
+class RocList(RootModel[list[RocData]]):
+    """M7/M8 answer."""
+
+
+class FeatureImportances(BaseModel):
+    """M12 answer."""
+
+    feature_importances: list[dict[str, Any]]
+    model_id: str
+    algorithm: str
+    normalization: str | None
+
+
+class TestScores(BaseModel):
+    """M13 answer."""
+
+    model_id: str
+    algorithm: str
+    normalization: str | None
+    test_scores: list[dict[str, Any]]
+
+
+class PatientPrediction(BaseModel):
+    """One patient's prediction by a saved model."""
+
+    model_config = ConfigDict(extra="allow")
+
+    patient_id: str
+
+
+class PredictResponse(BaseModel):
+    """Predictions of a saved model on another extraction, with external validation if labelled."""
+
+    model_id: int
+    extraction_id: int
+    predictions: list[PatientPrediction]
+    skipped: dict[str, str]
+    metrics: dict[str, Any] | None
+    n_labelled: int

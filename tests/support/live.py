@@ -135,8 +135,17 @@ def live_url(app, live_db, tmp_path_factory) -> Iterator[str]:
 class WorkerProcess:
     """A real `celery worker` subprocess of this project."""
 
-    def __init__(self, queue: str, concurrency: int, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        queue: str,
+        concurrency: int,
+        env: dict[str, str],
+        log: Path,
+        pool: str = "prefork",
+        name: str | None = None,
+    ) -> None:
         self.log = log
+        self.name = name or f"{queue}-{os.getpid()}-{time.monotonic_ns()}@%h"
         self.handle = log.open("wb")
         self.process = subprocess.Popen(
             [
@@ -149,9 +158,9 @@ class WorkerProcess:
                 "-c",
                 str(concurrency),
                 "-P",
-                "prefork",
+                pool,
                 "-n",
-                f"{queue}-{os.getpid()}-{time.monotonic_ns()}@%h",
+                self.name,
                 "--without-mingle",
                 "--without-gossip",
                 "-l",
@@ -199,10 +208,16 @@ def start_worker(settings, tmp_path_factory) -> Iterator[Callable[..., WorkerPro
     broker = redis.Redis.from_url(settings.celery_broker_url)
     broker.flushdb()
 
-    def start(queue: str = "extraction", concurrency: int = 2, **env: str) -> WorkerProcess:
+    def start(
+        queue: str = "extraction",
+        concurrency: int = 2,
+        pool: str = "prefork",
+        name: str | None = None,
+        **env: str,
+    ) -> WorkerProcess:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         log = tmp_path_factory.mktemp("worker") / f"{queue}.log"
-        worker = WorkerProcess(queue, concurrency, full_env, log)
+        worker = WorkerProcess(queue, concurrency, full_env, log, pool, name)
         started.append(worker)
         worker.wait_ready()
         return worker

@@ -1,0 +1,187 @@
+"""Training-run rules for the worker: claim, progress, fail, complete, recover; and the events.
+
+The `training_run` row is the truth for status, phase, progress and error. Functions take a
+session and never commit; the task commits, then publishes the matching `training-status`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from shared import events
+from shared.db.base import utcnow
+from shared.extractions.models import FeatureExtraction
+from shared.labels.models import LabelCategory
+from shared.modeling import artifacts
+from shared.modeling.models import TrainedModel, TrainingRun
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 2
+LOST_MESSAGE = "The worker training this model stopped unexpectedly"
+RUNNING = ("STARTED", "PROGRESS")
+DONE = ("SUCCESS", "FAILURE")
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """Plain inputs of one training run (no ORM object outlives its session)."""
+
+    run_id: int
+    training_id: str
+    user_id: str
+    album_id: str
+    album_name: str
+    extraction_id: int
+    collection_id: int | None
+    label_category_id: int
+    label_type: str
+    parameters: dict[str, Any]
+    total_steps: int
+    published_steps: int  # training events already sent by earlier attempts
+    attempt: int
+
+
+def claim(
+    session: so.Session, *, run_id: int, celery_id: str | None, worker: str | None = None
+) -> RunJob | TrainingRun | None:
+    """Start a run and return its inputs.
+
+    Returns None when the run is gone or already ended, and the failed row itself when a
+    redelivered run has used up its attempts (the caller announces the failure).
+    """
+    run = session.get(TrainingRun, run_id, with_for_update=True)
+    if run is None or run.status in DONE:
+        return None
+    if run.attempts >= MAX_ATTEMPTS:
+        return fail(session, run=run, message=f"{LOST_MESSAGE} ({run.attempts} attempts)")
+    extraction = session.get(FeatureExtraction, run.feature_extraction_id)
+    category = session.get(LabelCategory, run.label_category_id)
+    run.attempts += 1
+    run.status = "STARTED"
+    run.phase = "training"
+    run.task_id = celery_id or run.task_id
+    run.worker = worker
+    run.started_at = utcnow()
+    run.error = None
+    session.flush()
+    return RunJob(
+        run_id=run.id,
+        training_id=run.training_id,
+        user_id=run.user_id,
+        album_id=run.album_id,
+        album_name=(extraction.album_name if extraction else None) or run.album_id,
+        extraction_id=run.feature_extraction_id,
+        collection_id=run.feature_collection_id,
+        label_category_id=run.label_category_id,
+        label_type=category.label_type if category else "Classification",
+        parameters=dict(run.parameters),
+        total_steps=run.total_steps,
+        published_steps=run.current_step,
+        attempt=run.attempts,
+    )
+
+
+def progress(
+    session: so.Session, *, run_id: int, phase: str, current: int | None, total: int | None
+) -> TrainingRun | None:
+    """Record the phase and step; the step only grows (a retried run resumes its count)."""
+    run = session.get(TrainingRun, run_id)
+    if run is None:
+        return None
+    run.status = "PROGRESS"
+    run.phase = phase
+    if phase == "training" and current is not None:
+        run.current_step = max(run.current_step, current)
+    if phase == "training" and total is not None:
+        run.total_steps = total
+    session.flush()
+    return run
+
+
+def fail(session: so.Session, *, run: TrainingRun, message: str) -> TrainingRun:
+    """Mark a run failed with a readable message."""
+    run.status = "FAILURE"
+    run.phase = "failed"
+    run.error = message[:4000]
+    run.finished_at = utcnow()
+    session.flush()
+    return run
+
+
+def fail_by_id(session: so.Session, *, run_id: int, message: str) -> TrainingRun | None:
+    """Mark a run failed, if it still exists and has not ended."""
+    run = session.get(TrainingRun, run_id, with_for_update=True)
+    if run is None or run.status in DONE:
+        return None
+    return fail(session, run=run, message=message)
+
+
+def complete(
+    session: so.Session, *, run_id: int, fields: dict[str, Any], artifact: bytes
+) -> TrainedModel | None:
+    """Write the model row and its pipeline, and end the run, in the caller's one transaction."""
+    run = session.get(TrainingRun, run_id, with_for_update=True)
+    if run is None or run.status in DONE:
+        return None
+    model = TrainedModel(
+        user_id=run.user_id,
+        album_id=run.album_id,
+        feature_extraction_id=run.feature_extraction_id,
+        feature_collection_id=run.feature_collection_id,
+        label_category_id=run.label_category_id,
+        **fields,
+    )
+    session.add(model)
+    session.flush()
+    artifacts.attach(session, model, artifact)
+    run.status = "SUCCESS"
+    run.phase = "complete"
+    run.model_id = model.id
+    run.finished_at = utcnow()
+    session.flush()
+    return model
+
+
+def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[TrainingRun]:
+    """Fail runs that claim to run but have not reported for longer than any run may take."""
+    cutoff = utcnow() - older_than
+    stale = session.scalars(
+        sa.select(TrainingRun).where(
+            TrainingRun.status.in_(RUNNING), TrainingRun.updated_at < cutoff
+        )
+    ).all()
+    return [fail(session, run=run, message=LOST_MESSAGE) for run in stale]
+
+
+def fail_orphaned(session: so.Session, *, worker: str) -> list[TrainingRun]:
+    """Fail runs a worker of this name left running: it just started, so it runs none of them.
+
+    A killed threads-pool worker's message returns only after the broker's visibility timeout;
+    its restart (same node name) ends the run at once instead. A run redelivered later finds it
+    ended and is skipped.
+    """
+    orphaned = session.scalars(
+        sa.select(TrainingRun).where(TrainingRun.status.in_(RUNNING), TrainingRun.worker == worker)
+    ).all()
+    return [fail(session, run=run, message=LOST_MESSAGE) for run in orphaned]
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+def publish(run: TrainingRun | RunJob, **payload: Any) -> None:
+    """Send a `training-status` event of a run to its owner's room."""
+    body = {"training-id": run.training_id, **payload}
+    events.publish(events.TRAINING_STATUS, body, user_id=run.user_id)
+
+
+def publish_failed(run: TrainingRun) -> None:
+    """Announce a failed run with its readable message."""
+    publish(run, failed=True, error=run.error or "Training failed")
