@@ -45,6 +45,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from seeding import ALBUM, N_PATIENTS, ROI, seed  # noqa: E402  (benchmarks/seeding.py)
 
+from webapp.servers import API_THREADS, API_WORKERS  # noqa: E402
+
 SMALL_ALBUM = "bench-small"
 OWNER = "owner"
 LIGHT = ("presets", "E1", "labels", "models")
@@ -224,7 +226,9 @@ def start_platform(
         api_url = socket_url = f"http://127.0.0.1:{api_port}"
     else:
         socket_port = free_port()
-        processes.append(spawn("api", api_command("127.0.0.1", api_port), ROOT, {}))
+        workers, threads = (int(n) for n in args.api_shape.split("x"))
+        command = api_command("127.0.0.1", api_port, workers=workers, threads=threads)
+        processes.append(spawn("api", command, ROOT, {}))
         upstream = f"http://127.0.0.1:{api_port}" if args.via_front else None
         command = socket_command("127.0.0.1", socket_port, upstream)
         processes.append(spawn("sockets", command, ROOT, {}))
@@ -560,6 +564,7 @@ def measure(
         starter.start()
         started = time.monotonic()
         cpu_before = {name: cpu_seconds(p.pid) for name, p in platform.named().items()}
+        client_before = time.process_time()
         stats = asyncio.run(
             http_load(
                 platform.api_url,
@@ -573,6 +578,7 @@ def measure(
         wall = time.monotonic() - started
         load = os.getloadavg()
         cpu = {n: cpu_seconds(p.pid) - cpu_before[n] for n, p in platform.named().items()}
+        cpu["http clients"] = time.process_time() - client_before  # this process (and the tap)
         starter.join()
         small_id = holder.get("small_id")
         finished = small_id is not None and extraction_done(
@@ -623,7 +629,8 @@ def report(
     sockets = result.get("still_connected", 0)
     shape = " (REST through the Socket.IO front)" if args.via_front else ""
     print(
-        f"design: {args.design}{shape}   load average during the run: {load[0]:.2f} {load[1]:.2f}"
+        f"design: {args.design}{shape}, api {args.api_shape}   "
+        f"load average during the run: {load[0]:.2f} {load[1]:.2f}"
     )
     print(
         f"http: {requests} requests in {wall:.1f} s ({requests / wall:.0f}/s) by "
@@ -678,6 +685,11 @@ def main() -> None:
         "--via-front",
         action="store_true",
         help="send the HTTP clients through the Socket.IO service's forwarder (dev/local shape)",
+    )
+    parser.add_argument(
+        "--api-shape",
+        default=f"{API_WORKERS}x{API_THREADS}",
+        help="gunicorn processes x threads of the API (default: webapp/servers.py's)",
     )
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

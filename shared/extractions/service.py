@@ -14,6 +14,7 @@ import sqlalchemy.orm as so
 
 from shared.db import owned
 from shared.db.base import utcnow
+from shared.db.wire import iso_text
 from shared.errors import Conflict
 from shared.extractions.models import ExtractionTask, FeatureExtraction
 from shared.extractions.schemas import (
@@ -25,7 +26,6 @@ from shared.extractions.schemas import (
 )
 from shared.features.models import FeatureNameSet, FeatureVector
 from shared.imaging.source import StudyInfo
-from shared.schemas import iso_naive
 
 DONE = ("SUCCESS", "FAILURE")
 
@@ -228,9 +228,8 @@ def to_raw_json(session: so.Session, extraction: FeatureExtraction) -> dict[str,
     rows = session.execute(
         sa.select(
             ExtractionTask.id,
-            ExtractionTask.created_at,
-            ExtractionTask.updated_at,
-            ExtractionTask.feature_extraction_id,
+            iso_text(ExtractionTask.created_at).label("created_at"),
+            iso_text(ExtractionTask.updated_at).label("updated_at"),
             ExtractionTask.study_uid,
             ExtractionTask.task_id,
             ExtractionTask.status,
@@ -262,9 +261,9 @@ def to_raw_json(session: so.Session, extraction: FeatureExtraction) -> dict[str,
     body["tasks"] = [
         {
             "id": row.id,
-            "created_at": iso_naive(row.created_at),
-            "updated_at": iso_naive(row.updated_at),
-            "feature_extraction_id": row.feature_extraction_id,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "feature_extraction_id": extraction.id,
             "study_uid": row.study_uid,
             "task_id": row.task_id,
         }

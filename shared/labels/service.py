@@ -10,6 +10,7 @@ import sqlalchemy.orm as so
 
 from shared.albums.models import AlbumOutcome
 from shared.db import owned
+from shared.db.wire import iso_text
 from shared.errors import Conflict, InvalidInput
 from shared.extractions.models import ExtractionTask, FeatureExtraction
 from shared.labels.models import Label, LabelCategory
@@ -43,8 +44,8 @@ def read_for_album(session: so.Session, *, user_id: str, album_id: str) -> list[
     rows = session.execute(
         sa.select(
             Label.id,
-            Label.created_at,
-            Label.updated_at,
+            iso_text(Label.created_at).label("created_at"),
+            iso_text(Label.updated_at).label("updated_at"),
             Label.patient_id,
             Label.label_content,
             Label.label_category_id,
@@ -56,8 +57,8 @@ def read_for_album(session: so.Session, *, user_id: str, album_id: str) -> list[
         labels[row.label_category_id].append(
             {
                 "id": row.id,
-                "created_at": iso_naive(row.created_at),
-                "updated_at": iso_naive(row.updated_at),
+                "created_at": row.created_at,
+                "updated_at": row.updated_at,
                 "patient_id": row.patient_id,
                 "label_content": row.label_content,
             }

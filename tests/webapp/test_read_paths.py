@@ -25,10 +25,16 @@ from webapp.tokens import TokenVerifier
 def test_lean_e1_equals_the_schema_path(client, auth, db, extraction):  # noqa: F811
     extraction.tasks[3].error = "no ROI named GTV"
     extraction.result_id = "r-1"
+    # MariaDB formats the timestamps: with and without microseconds, as isoformat() does.
+    extraction.tasks[0].created_at = dt.datetime(2026, 1, 2, 3, 4, 5)
+    extraction.tasks[1].created_at = dt.datetime(2026, 1, 2, 3, 4, 5, 60)
     db.commit()
+    db.expire_all()  # both paths read the rows as stored (as a request's fresh session does)
     expected = dump(extraction_service.to_read(db, extraction, formatted_tasks=False))
     assert extraction_service.to_raw_json(db, extraction) == expected
     assert expected["status"]["errors"] == {"1.2.4": ["no ROI named GTV"]}
+    created = sorted(t["created_at"] for t in expected["tasks"])[:2]
+    assert created == ["2026-01-02T03:04:05", "2026-01-02T03:04:05.000060"]
     response = client.get("/extractions/album/album-x", headers=auth.headers("bob"))
     assert response.status_code == 200
     assert response.json == expected
@@ -43,9 +49,12 @@ def test_lean_outcomes_equal_the_schema_path(client, auth, db):
         category.labels = [
             Label(patient_id=f"P{i}", label_content={"Outcome": str(i % 2)}) for i in range(3)
         ]
+        category.labels[0].updated_at = dt.datetime(2025, 12, 31, 23, 59, 59)
+        category.labels[1].updated_at = dt.datetime(2025, 12, 31, 23, 59, 59, 999999)
         db.add(category)
     db.add(LabelCategory(user_id="user-alice", album_id="album-x", label_type="Survival", name="A"))
     db.commit()
+    db.expire_all()
     categories = label_service.list_for_album(db, user_id="user-bob", album_id="album-x")
     expected = dump_all(LabelCategoryRead.model_validate(c) for c in categories)
     assert [c["name"] for c in expected] == ["Response", "Survival"]
