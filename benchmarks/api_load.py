@@ -324,8 +324,59 @@ class HttpStats:
         self.errors[what] = self.errors.get(what, 0) + 1
 
 
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection that only sends GETs.
+
+    The clients share the 2-core machine with the API they measure: httpx spent about as much
+    CPU per request as the API itself (~6 ms), so it measured itself as much as the server.
+    Browsers run elsewhere; this client costs a few tenths of a millisecond per request.
+    """
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        host_port = url.split("://", 1)[1].rstrip("/")
+        self.host, _, port = host_port.partition(":")
+        self.port = int(port or 80)
+        lines = [f"Host: {host_port}", *(f"{k}: {v}" for k, v in headers.items())]
+        self.head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> int:
+        """GET a path and read the whole body; return the status code."""
+        if self.reader is None or self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(f"GET {path} HTTP/1.1\r\n".encode() + self.head)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
+        status = int(head[9:12])
+        marker = head.find(b"\r\ncontent-length:")
+        if marker >= 0:
+            end = head.index(b"\r\n", marker + 2)
+            await self.reader.readexactly(int(head[marker + 17 : end]))
+        elif b"transfer-encoding: chunked" in head:
+            while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                await self.reader.readexactly(size + 2)
+            await self.reader.readuntil(b"\r\n")
+        else:
+            raise ConnectionError("response without a length")
+        if b"\r\nconnection: close" in head:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        """Drop the connection (the next GET opens a new one)."""
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def http_load(
-    api_url: str, token: str, extraction_id: int, clients: int, seconds: float, details_every: int
+    api_url: str,
+    token: str,
+    extraction_id: int,
+    clients: int,
+    seconds: float,
+    details_every: int,
+    client_kind: str = "raw",
 ) -> HttpStats:
     """Run `clients` closed-loop clients over the frontend's common GETs for `seconds`."""
     import httpx
@@ -343,6 +394,7 @@ async def http_load(
     deadline = time.monotonic() + seconds
 
     async def client(index: int, session: httpx.AsyncClient) -> None:
+        raw = RawConnection(api_url, headers)
         cycle = index  # clients start at different points of the cycle
         while time.monotonic() < deadline:
             kinds = list(LIGHT)
@@ -352,17 +404,31 @@ async def http_load(
             for kind in kinds:
                 started = time.perf_counter()
                 try:
-                    response = await session.get(paths[kind], headers=headers)
-                    await response.aread()
-                except httpx.HTTPError as exc:
+                    if client_kind == "raw":
+                        async with asyncio.timeout(10):
+                            status = await raw.get(paths[kind])
+                    else:
+                        response = await session.get(paths[kind], headers=headers)
+                        await response.aread()
+                        status = response.status_code
+                except (
+                    httpx.HTTPError,
+                    OSError,
+                    TimeoutError,
+                    ValueError,
+                    asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError,
+                ) as exc:
+                    raw.close()
                     stats.error(f"{kind}: {type(exc).__name__}")
                     continue
                 elapsed = (time.perf_counter() - started) * 1000
-                if response.status_code != 200:
-                    stats.error(f"{kind}: HTTP {response.status_code}")
+                if status != 200:
+                    stats.error(f"{kind}: HTTP {status}")
                     continue
                 (stats.details if kind == "details" else stats.light).append(elapsed)
                 stats.by_kind.setdefault(kind, []).append(elapsed)
+        raw.close()
 
     timeout = httpx.Timeout(10.0)
     async with httpx.AsyncClient(base_url=api_url, timeout=timeout, limits=limits) as session:
@@ -573,6 +639,7 @@ def measure(
                 args.http_clients,
                 args.seconds,
                 args.details_every,
+                args.client,
             )
         )
         wall = time.monotonic() - started
@@ -629,7 +696,7 @@ def report(
     sockets = result.get("still_connected", 0)
     shape = " (REST through the Socket.IO front)" if args.via_front else ""
     print(
-        f"design: {args.design}{shape}, api {args.api_shape}   "
+        f"design: {args.design}{shape}, api {args.api_shape}, {args.client} client   "
         f"load average during the run: {load[0]:.2f} {load[1]:.2f}"
     )
     print(
@@ -690,6 +757,13 @@ def main() -> None:
         "--api-shape",
         default=f"{API_WORKERS}x{API_THREADS}",
         help="gunicorn processes x threads of the API (default: webapp/servers.py's)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="HTTP client of the load: a lean keep-alive HTTP/1.1 client or httpx (which "
+        "costs about as much CPU per request as the API on the same cores)",
     )
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
