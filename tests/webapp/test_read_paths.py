@@ -148,3 +148,19 @@ def test_orjson_responses_match_flasks_encoder(app):
     assert json.loads(fast)["when"] == "Sun, 29 Nov 2026 12:00:00 GMT"  # Flask's HTTP date
     assert fast.endswith(b"\n")
     assert json.loads(huge) == {"n": 2**70}  # past 64 bits: Flask's encoder takes over
+
+
+def test_responses_without_validation_are_the_same(app, client, auth, seeded):  # noqa: F811
+    settings = app.config["SETTINGS"]
+    paths = ["/feature-presets", "/label-categories/album-x", "/models/album-x", "/health/ready"]
+    paths += ["/feature-presets/999999"]
+    checked = [client.get(p, headers=auth.headers()) for p in paths]
+    settings.validate_responses = False
+    try:
+        unchecked = [client.get(p, headers=auth.headers()) for p in paths]
+    finally:
+        settings.validate_responses = True
+    for before, after in zip(checked, unchecked, strict=True):
+        assert (after.status_code, after.json) == (before.status_code, before.json)
+        assert after.mimetype == "application/json"
+    assert checked[-1].status_code == 404
