@@ -41,12 +41,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-ALBUM = "bench-album"
+from seeding import ALBUM, N_PATIENTS, ROI, seed  # noqa: E402  (benchmarks/seeding.py)
+
+from webapp.servers import API_THREADS, API_WORKERS  # noqa: E402
+
 SMALL_ALBUM = "bench-small"
-N_PATIENTS = 300
-MODALITIES = ("CT", "PT")
-ROI = "GTV"
 OWNER = "owner"
 LIGHT = ("presets", "E1", "labels", "models")
 
@@ -187,59 +188,6 @@ def wait_http(url: str, timeout: float = 90.0) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def seed(engine: Any, owner_sub: str) -> int:
-    """Presets, a 300-patient extraction with CT and PT vectors, an outcome; return its id."""
-    import feature_table  # benchmarks/feature_table.py: the feature name lists
-    import sqlalchemy.orm as so
-
-    from shared.extractions.models import ExtractionTask, FeatureExtraction
-    from shared.features import storage
-    from shared.labels.models import Label, LabelCategory
-    from shared.presets import service as presets
-
-    names = [f"original_shape_{f}" for f in feature_table.SHAPE.split()]
-    names += [
-        f"original_{c}_{f}" for c, feats in feature_table.CLASSES.items() for f in feats.split()
-    ]
-    rng = np.random.default_rng(8)
-    with so.Session(engine) as session:
-        presets.seed_default_presets(session)
-        extraction = FeatureExtraction(
-            user_id=owner_sub, album_id=ALBUM, album_name="Bench", config_yaml="{}", rois=[ROI]
-        )
-        session.add(extraction)
-        session.flush()
-        tasks = [
-            ExtractionTask(
-                feature_extraction_id=extraction.id,
-                study_uid=f"1.2.826.0.9.{p}",
-                patient_id=f"P{p:04d}",
-                status="SUCCESS",
-            )
-            for p in range(N_PATIENTS)
-        ]
-        session.add_all(tasks)
-        category = LabelCategory(
-            user_id=owner_sub, album_id=ALBUM, label_type="Classification", name="Outcome"
-        )
-        category.labels = [
-            Label(patient_id=f"P{p:04d}", label_content={"Outcome": str(p % 2)})
-            for p in range(N_PATIENTS)
-        ]
-        session.add(category)
-        session.commit()
-        for task in tasks:
-            vectors = [
-                storage.VectorIn(m, ROI, names, rng.lognormal(0, 1, len(names)) * 100)
-                for m in MODALITIES
-            ]
-            storage.store_study_vectors(
-                session, extraction_id=extraction.id, task_id=task.id, vectors=vectors
-            )
-        session.commit()
-        return extraction.id
-
-
 @dataclass
 class Platform:
     """The processes of one run."""
@@ -278,7 +226,9 @@ def start_platform(
         api_url = socket_url = f"http://127.0.0.1:{api_port}"
     else:
         socket_port = free_port()
-        processes.append(spawn("api", api_command("127.0.0.1", api_port), ROOT, {}))
+        workers, threads = (int(n) for n in args.api_shape.split("x"))
+        command = api_command("127.0.0.1", api_port, workers=workers, threads=threads)
+        processes.append(spawn("api", command, ROOT, {}))
         upstream = f"http://127.0.0.1:{api_port}" if args.via_front else None
         command = socket_command("127.0.0.1", socket_port, upstream)
         processes.append(spawn("sockets", command, ROOT, {}))
@@ -374,8 +324,59 @@ class HttpStats:
         self.errors[what] = self.errors.get(what, 0) + 1
 
 
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection that only sends GETs.
+
+    The clients share the 2-core machine with the API they measure: httpx spent about as much
+    CPU per request as the API itself (~6 ms), so it measured itself as much as the server.
+    Browsers run elsewhere; this client costs a few tenths of a millisecond per request.
+    """
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        host_port = url.split("://", 1)[1].rstrip("/")
+        self.host, _, port = host_port.partition(":")
+        self.port = int(port or 80)
+        lines = [f"Host: {host_port}", *(f"{k}: {v}" for k, v in headers.items())]
+        self.head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> int:
+        """GET a path and read the whole body; return the status code."""
+        if self.reader is None or self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(f"GET {path} HTTP/1.1\r\n".encode() + self.head)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
+        status = int(head[9:12])
+        marker = head.find(b"\r\ncontent-length:")
+        if marker >= 0:
+            end = head.index(b"\r\n", marker + 2)
+            await self.reader.readexactly(int(head[marker + 17 : end]))
+        elif b"transfer-encoding: chunked" in head:
+            while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                await self.reader.readexactly(size + 2)
+            await self.reader.readuntil(b"\r\n")
+        else:
+            raise ConnectionError("response without a length")
+        if b"\r\nconnection: close" in head:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        """Drop the connection (the next GET opens a new one)."""
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def http_load(
-    api_url: str, token: str, extraction_id: int, clients: int, seconds: float, details_every: int
+    api_url: str,
+    token: str,
+    extraction_id: int,
+    clients: int,
+    seconds: float,
+    details_every: int,
+    client_kind: str = "raw",
 ) -> HttpStats:
     """Run `clients` closed-loop clients over the frontend's common GETs for `seconds`."""
     import httpx
@@ -393,6 +394,7 @@ async def http_load(
     deadline = time.monotonic() + seconds
 
     async def client(index: int, session: httpx.AsyncClient) -> None:
+        raw = RawConnection(api_url, headers)
         cycle = index  # clients start at different points of the cycle
         while time.monotonic() < deadline:
             kinds = list(LIGHT)
@@ -402,17 +404,31 @@ async def http_load(
             for kind in kinds:
                 started = time.perf_counter()
                 try:
-                    response = await session.get(paths[kind], headers=headers)
-                    await response.aread()
-                except httpx.HTTPError as exc:
+                    if client_kind == "raw":
+                        async with asyncio.timeout(10):
+                            status = await raw.get(paths[kind])
+                    else:
+                        response = await session.get(paths[kind], headers=headers)
+                        await response.aread()
+                        status = response.status_code
+                except (
+                    httpx.HTTPError,
+                    OSError,
+                    TimeoutError,
+                    ValueError,
+                    asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError,
+                ) as exc:
+                    raw.close()
                     stats.error(f"{kind}: {type(exc).__name__}")
                     continue
                 elapsed = (time.perf_counter() - started) * 1000
-                if response.status_code != 200:
-                    stats.error(f"{kind}: HTTP {response.status_code}")
+                if status != 200:
+                    stats.error(f"{kind}: HTTP {status}")
                     continue
                 (stats.details if kind == "details" else stats.light).append(elapsed)
                 stats.by_kind.setdefault(kind, []).append(elapsed)
+        raw.close()
 
     timeout = httpx.Timeout(10.0)
     async with httpx.AsyncClient(base_url=api_url, timeout=timeout, limits=limits) as session:
@@ -614,6 +630,7 @@ def measure(
         starter.start()
         started = time.monotonic()
         cpu_before = {name: cpu_seconds(p.pid) for name, p in platform.named().items()}
+        client_before = time.process_time()
         stats = asyncio.run(
             http_load(
                 platform.api_url,
@@ -622,11 +639,13 @@ def measure(
                 args.http_clients,
                 args.seconds,
                 args.details_every,
+                args.client,
             )
         )
         wall = time.monotonic() - started
         load = os.getloadavg()
         cpu = {n: cpu_seconds(p.pid) - cpu_before[n] for n, p in platform.named().items()}
+        cpu["http clients"] = time.process_time() - client_before  # this process (and the tap)
         starter.join()
         small_id = holder.get("small_id")
         finished = small_id is not None and extraction_done(
@@ -677,7 +696,8 @@ def report(
     sockets = result.get("still_connected", 0)
     shape = " (REST through the Socket.IO front)" if args.via_front else ""
     print(
-        f"design: {args.design}{shape}   load average during the run: {load[0]:.2f} {load[1]:.2f}"
+        f"design: {args.design}{shape}, api {args.api_shape}, {args.client} client   "
+        f"load average during the run: {load[0]:.2f} {load[1]:.2f}"
     )
     print(
         f"http: {requests} requests in {wall:.1f} s ({requests / wall:.0f}/s) by "
@@ -733,6 +753,18 @@ def main() -> None:
         action="store_true",
         help="send the HTTP clients through the Socket.IO service's forwarder (dev/local shape)",
     )
+    parser.add_argument(
+        "--api-shape",
+        default=f"{API_WORKERS}x{API_THREADS}",
+        help="gunicorn processes x threads of the API (default: webapp/servers.py's)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="HTTP client of the load: a lean keep-alive HTTP/1.1 client or httpx (which "
+        "costs about as much CPU per request as the API on the same cores)",
+    )
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -743,7 +775,6 @@ def main() -> None:
         return
     if args.design == "threading" and not args.source:
         parser.error("--design threading needs --source")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     run(args)
 
 

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(64 * 1024 * 1024, alias="MAX_UPLOAD_BYTES")
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+    # spectree checks every JSON response against its declared schema when on: a test-time
+    # check of our own output (the test suite turns it on); in production it costs more CPU
+    # than building the response (issue #8 §1).
+    validate_responses: bool = Field(False, alias="QI2_VALIDATE_RESPONSES")
 
     @field_validator(
         "cors_allowed_origins", "keycloak_audience", "keycloak_allowed_azp", mode="before"

@@ -41,6 +41,8 @@ os.environ.update(
         "KEYCLOAK_REALM_NAME": "QuantImage-v2",
         "KEYCLOAK_QUANTIMAGE2_FRONTEND_CLIENT_ID": "quantimage2-frontend",
         "LOG_LEVEL": "WARNING",
+        # Every response is checked against its declared schema in tests (off in production).
+        "QI2_VALIDATE_RESPONSES": "true",
     }
 )
 

@@ -11,13 +11,14 @@ from flask import Flask
 from flask_cors import CORS
 
 from shared.config import Settings, get_settings
-from webapp import auth, bodies, db, errors, openapi
+from webapp import auth, bodies, db, errors, openapi, serialize
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask application (the only way to get one)."""
     settings = settings or get_settings()
     app = Flask(__name__, static_folder=None)
+    app.json = serialize.FastJSONProvider(app)
     app.config.update(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,

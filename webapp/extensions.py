@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from flask import current_app, make_response
+from pydantic import BaseModel, ValidationError
 from spectree import SecurityScheme, SpecTree
 from spectree.models import SecureType, SecuritySchemeData
+from spectree.plugins.flask_plugin import FlaskPlugin
+from spectree.plugins.werkzeug_utils import flask_response_unpack
 
 from shared.errors import InvalidInput
 from shared.schemas import ErrorBody
@@ -25,8 +28,33 @@ def validation_failed(_req: Any, _resp: Any, error: Exception | None, *_args: An
     raise InvalidInput(f"Invalid request: {listed or error}", details=details)
 
 
+class ResponsePlugin(FlaskPlugin):
+    """spectree's Flask plugin, validating responses only when the settings ask for it.
+
+    Request bodies are always validated. Checking our own responses against their declared
+    schemas is a test-time concern (`validate_responses`, on in the test suite); unchecked
+    responses also skip spectree's recursive scan for model instances in the payload.
+    """
+
+    def validate_response(
+        self, resp: Any, resp_model: Any, skip_validation: bool, force_resp_serialize: bool
+    ) -> tuple[Any, Exception | None]:
+        """Validate when configured; else send the view's result as Flask would."""
+        if current_app.config["SETTINGS"].validate_responses:
+            return super().validate_response(
+                resp, resp_model, skip_validation, force_resp_serialize
+            )
+        payload, status, headers = flask_response_unpack(resp)
+        if isinstance(payload, BaseModel):
+            payload = current_app.response_class(
+                payload.model_dump_json(by_alias=True), mimetype="application/json"
+            )
+        return make_response(payload, status, headers), None
+
+
 spec = SpecTree(
     "flask",
+    backend=ResponsePlugin,
     title="QuantImage v2 backend API",
     version="4.0",
     description="REST API of the QuantImage v2 radiomics platform. Every route except the "

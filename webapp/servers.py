@@ -22,16 +22,18 @@ API_THREADS = 8
 API_KEEP_ALIVE_SECONDS = 100
 
 
-def api_command(host: str, port: int) -> list[str]:
-    """Return the gunicorn command of the REST API."""
+def api_command(
+    host: str, port: int, *, workers: int = API_WORKERS, threads: int = API_THREADS
+) -> list[str]:
+    """Return the gunicorn command of the REST API (other shapes only for benchmarks)."""
     return [
         str(VENV_BIN / "gunicorn"),
         "-k",
         "gthread",
         "-w",
-        str(API_WORKERS),
+        str(workers),
         "--threads",
-        str(API_THREADS),
+        str(threads),
         "--keep-alive",
         str(API_KEEP_ALIVE_SECONDS),
         "-b",

@@ -7,9 +7,11 @@ an unknown `kid`). The Flask API (webapp/auth.py) and the Socket.IO service
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ from shared.errors import Unauthorized
 
 log = logging.getLogger(__name__)
 ALGORITHM = "RS256"
+VERIFIED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,45 @@ class TokenVerifier:
         # An unknown kid triggers a JWKS refetch at most this often, so forged kids
         # cannot make us hammer Keycloak.
         self.min_refresh_interval = 5.0
+        # Verified tokens by SHA-256 of the token: (principal, exp). A browser sends the same
+        # token with every request for minutes; the RS256 check and claim parsing cost more
+        # than a light request's own work. An entry is never used at or after the token's exp.
+        self._verified: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
+        self.cache_size = VERIFIED_CACHE_SIZE
 
     def verify(self, token: str) -> Principal:
-        """Return the principal of a valid token; raise Unauthorized otherwise."""
+        """Return the principal of a valid token (cached until its exp); raise Unauthorized."""
+        digest = hashlib.sha256(token.encode()).digest()
+        principal = self._cached(digest)
+        if principal is None:
+            principal, expires = self._verify(token)
+            self._remember(digest, principal, expires)
+        return principal
+
+    def _cached(self, digest: bytes) -> Principal | None:
+        """Return the principal of a token verified before and not yet expired."""
+        with self._lock:
+            entry = self._verified.get(digest)
+            if entry is None:
+                return None
+            if time.time() >= entry[1]:
+                del self._verified[digest]
+                return None
+            self._verified.move_to_end(digest)
+            return entry[0]
+
+    def _remember(self, digest: bytes, principal: Principal, expires: float) -> None:
+        """Cache a verified token until its exp; drop the least recently used beyond the size."""
+        if time.time() >= expires:
+            return  # accepted within the leeway only: verify it fully every time
+        with self._lock:
+            self._verified[digest] = (principal, expires)
+            self._verified.move_to_end(digest)
+            while len(self._verified) > self.cache_size:
+                self._verified.popitem(last=False)
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
+        """Check a token fully; return its principal and its exp."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -60,7 +99,7 @@ class TokenVerifier:
             raise Unauthorized(f"Unsupported token algorithm {header.get('alg')!r}")
         key = self._signing_key(header.get("kid"))
         claims = self._decode(token, key)
-        return self._principal(claims)
+        return self._principal(claims), float(claims["exp"])
 
     def _signing_key(self, kid: str | None) -> jwt.PyJWK:
         """Find the key for a kid, refetching the JWKS once when the kid is unknown."""

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from shared.db import owned
 from shared.db.base import utcnow
+from shared.db.wire import iso_text
 from shared.errors import Conflict
 from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
 from shared.extractions.schemas import (
@@ -133,9 +135,22 @@ def update_split(
     return extraction
 
 
+class TaskState(Protocol):
+    """What the status counters read of a task (an ORM row or a lean query row)."""
+
+    status: str
+    study_uid: str
+    error: str | None
+    status_message: str
+
+
 def compute_status(extraction: FeatureExtraction) -> ExtractionStatus:
     """Count the task states; an extraction is ready when every study ended."""
-    tasks = extraction.tasks
+    return status_of(extraction.tasks, has_result=bool(extraction.result_id))
+
+
+def status_of(tasks: Sequence[TaskState], *, has_result: bool) -> ExtractionStatus:
+    """Count the task states of an extraction (its errors only once it has a result id)."""
     succeeded = sum(t.status == "SUCCESS" for t in tasks)
     failed = [t for t in tasks if t.status == "FAILURE"]
     pending = sum(t.status == "PENDING" for t in tasks)
@@ -149,7 +164,7 @@ def compute_status(extraction: FeatureExtraction) -> ExtractionStatus:
         pending_tasks=pending,
         completed_tasks=succeeded,
         failed_tasks=len(failed),
-        errors=errors if extraction.result_id else None,
+        errors=errors if has_result else None,
     )
 
 
@@ -201,6 +216,60 @@ def to_read(
         result_id=extraction.result_id,
         status=compute_status(extraction),
     )
+
+
+def to_raw_json(session: so.Session, extraction: FeatureExtraction) -> dict[str, Any]:
+    """E1's JSON: `to_read(formatted_tasks=False)` dumped, built from a lean task query.
+
+    The album's latest extraction is read on every page of the frontend; loading its hundreds
+    of tasks as ORM rows and validating each through pydantic cost most of the request. The
+    task dicts have exactly RawTask's fields; a test compares the two paths.
+    """
+    rows = session.execute(
+        sa.select(
+            ExtractionTask.id,
+            iso_text(ExtractionTask.created_at).label("created_at"),
+            iso_text(ExtractionTask.updated_at).label("updated_at"),
+            ExtractionTask.study_uid,
+            ExtractionTask.task_id,
+            ExtractionTask.status,
+            ExtractionTask.error,
+            ExtractionTask.status_message,
+        )
+        .where(ExtractionTask.feature_extraction_id == extraction.id)
+        .order_by(ExtractionTask.id)
+    ).all()
+    modalities, rois, names = stored_summary(session, extraction_id=extraction.id)
+    read = ExtractionRead(
+        id=extraction.id,
+        created_at=extraction.created_at,
+        updated_at=extraction.updated_at,
+        user_id=extraction.user_id,
+        album_id=extraction.album_id,
+        feature_definitions=names,
+        data_splitting_type=extraction.data_splitting_type,
+        train_test_split_type=extraction.train_test_split_type,
+        training_patients=extraction.training_patients,
+        test_patients=extraction.test_patients,
+        modalities=modalities,
+        rois=rois or list(extraction.rois),
+        tasks=[],
+        result_id=extraction.result_id,
+        status=status_of(rows, has_result=bool(extraction.result_id)),
+    )
+    body = read.model_dump(mode="json", by_alias=True)
+    body["tasks"] = [
+        {
+            "id": row.id,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "feature_extraction_id": extraction.id,
+            "study_uid": row.study_uid,
+            "task_id": row.task_id,
+        }
+        for row in rows
+    ]
+    return body
 
 
 def cancel(session: so.Session, *, extraction: FeatureExtraction) -> list[str]:

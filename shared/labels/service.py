@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from shared.albums.models import AlbumOutcome
 from shared.db import owned
+from shared.db.wire import iso_text
 from shared.errors import Conflict, InvalidInput
 from shared.extractions.models import ExtractionTask, FeatureExtraction
 from shared.labels.models import Label, LabelCategory
 from shared.labels.schemas import OUTCOME_COLUMNS, LabelValue
+from shared.schemas import iso_naive
 
 UNDEFINED = "Undefined"
 
@@ -25,6 +28,55 @@ def list_for_album(session: so.Session, *, user_id: str, album_id: str) -> list[
         .order_by(LabelCategory.id)
     )
     return list(session.scalars(query))
+
+
+def read_for_album(session: so.Session, *, user_id: str, album_id: str) -> list[dict[str, Any]]:
+    """L1's JSON: the user's outcomes of an album with their labels, from two lean queries.
+
+    Each outcome holds a label per patient; loading those as ORM rows and validating each
+    through pydantic cost most of the request. The dicts have exactly LabelCategoryRead's
+    fields (a test compares the two paths).
+    """
+    categories = list_for_album(session, user_id=user_id, album_id=album_id)
+    if not categories:
+        return []
+    labels: dict[int, list[dict[str, Any]]] = {c.id: [] for c in categories}
+    rows = session.execute(
+        sa.select(
+            Label.id,
+            iso_text(Label.created_at).label("created_at"),
+            iso_text(Label.updated_at).label("updated_at"),
+            Label.patient_id,
+            Label.label_content,
+            Label.label_category_id,
+        )
+        .where(Label.label_category_id.in_(labels))
+        .order_by(Label.id)
+    )
+    for row in rows:
+        labels[row.label_category_id].append(
+            {
+                "id": row.id,
+                "created_at": row.created_at,
+                "updated_at": row.updated_at,
+                "patient_id": row.patient_id,
+                "label_content": row.label_content,
+            }
+        )
+    return [
+        {
+            "id": c.id,
+            "created_at": iso_naive(c.created_at),
+            "updated_at": iso_naive(c.updated_at),
+            "album_id": c.album_id,
+            "user_id": c.user_id,
+            "label_type": c.label_type,
+            "name": c.name,
+            "labels": labels[c.id],
+            "pos_label": c.pos_label,
+        }
+        for c in categories
+    ]
 
 
 def get_owned(session: so.Session, *, user_id: str, category_id: int) -> LabelCategory:

@@ -7,6 +7,8 @@ a typo such as `binWidht` is reported instead of silently falling back to a defa
 
 from __future__ import annotations
 
+import copy
+import functools
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -14,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.errors import InvalidInput
 from shared.presets.vocabulary import FEATURE_CLASSES, IMAGE_TYPES, WAVELETS
+
+# libyaml's loader parses ~20x faster than the pure-Python one, with the same safe constructors.
+SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 INTERPOLATORS = {
     "sitkNearestNeighbor",
@@ -243,7 +248,7 @@ MAX_PRESET_BYTES = 256 * 1024
 def _reject_non_plain(text: str) -> None:
     """Refuse anchors, aliases and explicit tags: they can expand a small file a million-fold
     (alias bombs) or build values (`!!binary`) that are not JSON."""
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in yaml.parse(text, Loader=SafeLoader):
         if isinstance(event, yaml.AliasEvent):
             raise InvalidInput(
                 f"The preset file uses the YAML alias *{event.anchor}; "
@@ -267,12 +272,24 @@ def parse_yaml(text: str) -> dict[str, Any]:
         raise InvalidInput(f"The preset file is too large (over {MAX_PRESET_BYTES // 1024} KiB)")
     try:
         _reject_non_plain(text)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=SafeLoader)  # a safe loader (libyaml when present)
     except yaml.YAMLError as exc:
         raise InvalidInput(f"The preset file is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidInput("The preset file must contain a YAML mapping")
     return data
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_stored(text: str) -> dict[str, Any]:
+    """Parse stored preset text once per distinct text (the cache key is the text itself)."""
+    return parse_yaml(text)
+
+
+def parse_stored_yaml(text: str) -> dict[str, Any]:
+    """Parse a stored preset: every preset list read needs every preset, so the parse is cached
+    by the exact text (an edited preset is a new key); the caller gets its own copy."""
+    return copy.deepcopy(_parse_stored(text))
 
 
 def canonical_yaml(text: str) -> str:

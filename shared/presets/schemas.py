@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from shared.errors import InvalidInput
-from shared.presets.config_schema import parse_yaml
+from shared.presets.config_schema import parse_stored_yaml
 from shared.presets.models import FeaturePreset
 from shared.schemas import Name, ReadSchema, TimestampedRead
 
@@ -20,7 +20,7 @@ def _stored_config(row: FeaturePreset) -> dict[str, Any]:
     """Parse a stored preset; a row saved before the plain-YAML rules reads as `{}` (with its
     raw text), so it cannot break the list and an admin can still see and delete it."""
     try:
-        return parse_yaml(row.config_yaml)
+        return parse_stored_yaml(row.config_yaml)
     except InvalidInput:
         log.warning("feature preset %s holds YAML that is no longer accepted", row.id)
         return {}

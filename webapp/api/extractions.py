@@ -51,7 +51,7 @@ def latest_for_album(album_id: str) -> Response:
     )
     if extraction is None:
         return jsonify(None)
-    return jsonify(dump(service.to_read(session, extraction, formatted_tasks=False)))
+    return jsonify(service.to_raw_json(session, extraction))
 
 
 @bp.get("/extractions/<int:extraction_id>")

@@ -47,10 +47,7 @@ def _owned(category_id: int) -> LabelCategory:
 @spec.validate(resp=Resp(HTTP_200=LabelCategoryList), tags=TAGS)
 def list_categories(album_id: str) -> list[dict[str, Any]]:
     """Return the caller's outcomes of an album with their labels."""
-    categories = service.list_for_album(
-        get_session(), user_id=current_user().user_id, album_id=album_id
-    )
-    return dump_all(LabelCategoryRead.model_validate(c) for c in categories)
+    return service.read_for_album(get_session(), user_id=current_user().user_id, album_id=album_id)
 
 
 @bp.post("/label-categories/<album_id>")
