@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import roc_auc_score
 
 from shared.modeling import grids
 from shared.modeling.plan import TrainingInputError, plan
@@ -369,3 +371,36 @@ def test_predict_matches_the_pipeline_and_names_missing_columns(small):
     assert {p: v["risk_score"] for p, v in risks.predictions.items()} == pytest.approx(
         {p: v["risk_score"] for p, v in fitted.test_predictions.items()}
     )
+
+
+def test_permutation_importance_agrees_with_scikit_learn(small):
+    """The vectorised importance equals sklearn's permutation_importance up to shuffle noise."""
+    features, outcome = small
+    train_ids, test_ids = _split(outcome, "label", 0.4, seed=1)
+    clinical = (
+        ClinicalColumn("7::Sex", "Categorical", "One-Hot Encoding", "None"),
+        ClinicalColumn("7::Age", "Number", "Normalization", "Median"),
+    )
+    data = make_data("classification", features, outcome, train_ids, test_ids, clinical, "yes")
+    result = train(
+        data,
+        Events(),
+        algorithms=["LogisticRegression"],
+        grid=ONE_LOGISTIC,
+        n_jobs=1,
+        n_resamples=100,
+        importance_repeats=60,
+    )
+    ours = {d["feature_name"]: d["importance_value"] for d in result.test_feature_importance}
+    y = np.array([result.test_outcomes[p] for p in test_ids])
+    reference = permutation_importance(
+        result.pipeline,
+        features.loc[test_ids, result.input_columns],
+        y,
+        scoring=lambda model, x, target: roc_auc_score(target, model.predict_proba(x)[:, 1]),
+        n_repeats=60,
+        random_state=0,
+    )
+    expected = dict(zip(result.input_columns, reference.importances_mean, strict=True))
+    assert ours == pytest.approx(expected, abs=0.03)
+    assert max(ours, key=ours.get) in {"CT-GTV-f0", "CT-GTV-f1", "CT-GTV-f2"}
