@@ -121,6 +121,9 @@ def launch(env: dict[str, str], args: argparse.Namespace) -> list[subprocess.Pop
             "training",
             "-n",
             "training@%h",
+            # As in docker-compose.yml: joblib's loky processes need a non-daemonic task process.
+            "--pool",
+            "threads",
             "--concurrency",
             "1",
             "-l",
