@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import AliasChoices, AliasPath
 
 from shared.config import Settings
@@ -36,7 +37,6 @@ COMPOSE_FILES = [BASE, *sorted({f for files in OVERLAYS.values() for f in files}
 COMPOSE_ONLY = {
     "COMPOSE_PROJECT_NAME",
     "QI2_IMAGE_TAG",
-    "QI2_ENV_FILE",
     "QI2_BIND_ADDRESS",
     "QI2_ALBUMS_DIR",
     "DEV_KEYCLOAK_BASE_URL",
@@ -151,25 +151,69 @@ def _docker_compose() -> str:
     return binary
 
 
+def _compose(
+    files: list[str], *args: str, env_file: Path = ENV_EXAMPLE
+) -> subprocess.CompletedProcess:
+    """Run docker-compose on `files` in a clean environment: only `env_file` feeds it."""
+    command = [_docker_compose(), "--env-file", str(env_file)]
+    for name in files:
+        command += ["-f", name]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    return subprocess.run(
+        [*command, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize("combination", list(OVERLAYS))
 def test_compose_combination_is_valid(combination: str) -> None:
     files = [BASE, *OVERLAYS[combination]]
-    command = [_docker_compose(), "--env-file", str(ENV_EXAMPLE)]
-    for name in files:
-        command += ["-f", name]
-    command += ["config", "-q"]
-    # A clean environment: only .env.example feeds the interpolation, not the test process.
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "QI2_ENV_FILE": str(ENV_EXAMPLE),
-    }
-    result = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    result = _compose(files, "config", "-q")
     assert result.returncode == 0, (
         f"docker-compose {' -f '.join(['', *files])} config -q failed:\n{result.stderr}"
     )
     # Compose v1 only warns about unset variables and unparsable env-file lines.
     assert "WARNING" not in result.stderr, result.stderr
     assert "could not parse" not in result.stderr, result.stderr
+
+
+# Services that run our code and read Settings; the rest (db, redis, flower...) read none of it.
+APP_SERVICES = {"migrate", "webapp", "worker-extraction", "worker-training"}
+# Passed to the app containers on top of Settings' own variables (Python's, gunicorn's).
+APP_EXTRA_ENV = {"PYTHONUNBUFFERED", "PYTHONPATH", "FORWARDED_ALLOW_IPS"}
+# For running outside Docker only: the containers read the Docker secret instead.
+HOST_ONLY = {"DB_PASSWORD", "DB_USER_PASSWORD"}
+PROXY_AND_BACKUP = {n for n in COMPOSE_ONLY if n.startswith("TRAEFIK_") or "BACKUP" in n}
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, dict]:
+    """The normalised services of every overlay combination, as compose renders them."""
+    out: dict[str, dict] = {}
+    for combination, overlays in OVERLAYS.items():
+        result = _compose([BASE, *overlays], "config")
+        assert result.returncode == 0, result.stderr
+        out[combination] = yaml.safe_load(result.stdout)["services"]
+    return out
+
+
+@pytest.mark.parametrize("combination", list(OVERLAYS))
+def test_app_services_get_only_settings_variables(combination: str, rendered) -> None:
+    settings = settings_env_names()
+    for name, service in rendered[combination].items():
+        passed = set(service.get("environment") or {})
+        if name in APP_SERVICES:
+            missing = settings - HOST_ONLY - passed
+            assert not missing, f"{combination}: {name} does not receive {sorted(missing)}"
+            foreign = passed - settings - APP_EXTRA_ENV
+            assert not foreign, f"{combination}: {name} receives {sorted(foreign)}"
+            assert "env_file" not in service, f"{combination}: {name} has an env_file"
+        else:
+            # Flower reads the broker URL and its own FLOWER_* variables, nothing else of ours.
+            leaked = passed & (PROXY_AND_BACKUP | (settings - {"CELERY_BROKER_URL"}))
+            assert not leaked, f"{combination}: {name} receives {sorted(leaked)}"
