@@ -38,6 +38,11 @@ COMPOSE_ONLY = {
     "COMPOSE_PROJECT_NAME",
     "QI2_IMAGE_TAG",
     "QI2_BIND_ADDRESS",
+    "QI2_API_PORT",
+    "QI2_FLOWER_PORT",
+    "QI2_DB_PORT",
+    "QI2_REDIS_PORT",
+    "QI2_OIDC_PORT",
     "QI2_ALBUMS_DIR",
     "DEV_KEYCLOAK_BASE_URL",
     "DEV_KEYCLOAK_ISSUER",
@@ -180,6 +185,19 @@ def test_compose_combination_is_valid(combination: str) -> None:
     # Compose v1 only warns about unset variables and unparsable env-file lines.
     assert "WARNING" not in result.stderr, result.stderr
     assert "could not parse" not in result.stderr, result.stderr
+
+
+def test_published_host_ports_are_variables() -> None:
+    # Compose v1 cannot move a port from an overlay, so a fixed host port forces editing a
+    # tracked file on a host where it is taken.
+    for name in COMPOSE_FILES:
+        services = yaml.safe_load((ROOT / name).read_text(encoding="utf-8")).get("services", {})
+        for service_name, service in services.items():
+            for port in service.get("ports", []):
+                # [address:]host:container, the host part being ${QI2_..._PORT:-default}
+                assert re.search(r"(^|:)\$\{QI2_[A-Z_]+_PORT:-\d+\}:\d+$", str(port)), (
+                    f"{name}: {service_name} publishes {port}: the host port must be a variable"
+                )
 
 
 # Services that run our code and read Settings; the rest (db, redis, flower...) read none of it.
