@@ -200,6 +200,14 @@ def test_published_host_ports_are_variables() -> None:
                 )
 
 
+@pytest.mark.parametrize("combination", list(OVERLAYS))
+def test_long_running_services_of_ours_have_an_init(combination: str, rendered) -> None:
+    # Our images run Python as PID 1, which ignores SIGTERM unless an init forwards it.
+    for name, service in rendered[combination].items():
+        if str(service.get("image", "")).startswith("quantimage2/"):
+            assert service.get("init") is True, f"{combination}: {name} has no init: true"
+
+
 # Services that run our code and read Settings; the rest (db, redis, flower...) read none of it.
 APP_SERVICES = {"migrate", "webapp", "worker-extraction", "worker-training"}
 # Passed to the app containers on top of Settings' own variables (Python's, gunicorn's).
