@@ -208,6 +208,14 @@ def test_long_running_services_of_ours_have_an_init(combination: str, rendered) 
             assert service.get("init") is True, f"{combination}: {name} has no init: true"
 
 
+def test_local_overlay_offers_the_dev_issuer_behind_a_profile(rendered) -> None:
+    # Containers cannot reach the issuer of `./qi2 run` on the host's loopback.
+    issuer = rendered["base+local"]["oidc-issuer"]
+    assert issuer["profiles"] == ["dev-issuer"]
+    assert "webapp.dev.oidc_issuer" in issuer["command"]
+    assert "oidc-issuer" not in rendered["base+prod"]
+
+
 # Services that run our code and read Settings; the rest (db, redis, flower...) read none of it.
 APP_SERVICES = {"migrate", "webapp", "worker-extraction", "worker-training"}
 # Passed to the app containers on top of Settings' own variables (Python's, gunicorn's).
