@@ -175,10 +175,51 @@ def _compose(
     )
 
 
+# The variables docker-compose.prod.yml guards with ${NAME:?...}, and values a server would set.
+PROD_REQUIRED = {
+    "TRAEFIK_NETWORK": "traefik",
+    "TRAEFIK_URL_FLASKAPP": "qi2-api.example.org",
+    "TRAEFIK_URL_FLOWER": "qi2-flower.example.org",
+    "DB_BACKUP_DIRECTORY": "/srv/qi2/backups/db",
+    "DATA_BACKUP_DIRECTORY": "/srv/qi2/backups/data",
+}
+
+
+@pytest.fixture(scope="module")
+def prod_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """.env.example with the prod overlay's required variables filled in, as an operator would."""
+    path = tmp_path_factory.mktemp("env") / "prod.env"
+    lines = [f"{name}={value}" for name, value in PROD_REQUIRED.items()]
+    path.write_text(ENV_EXAMPLE.read_text(encoding="utf-8") + "\n".join(lines) + "\n")
+    return path
+
+
+def _env_file_for(combination: str, prod_env: Path) -> Path:
+    """The env file a combination is checked with: the prod one needs its required variables."""
+    return prod_env if "docker-compose.prod.yml" in OVERLAYS[combination] else ENV_EXAMPLE
+
+
+def test_prod_guards_name_exactly_the_required_variables() -> None:
+    text = (ROOT / "docker-compose.prod.yml").read_text(encoding="utf-8")
+    assert set(re.findall(r"\$\{([A-Z_]+):\?", text)) == set(PROD_REQUIRED)
+
+
+def test_env_example_leaves_the_prod_guards_armed() -> None:
+    # A copied .env.example must not quietly deploy example host names and backup folders.
+    entries = env_example_entries()
+    for name in PROD_REQUIRED:
+        assert name in entries, f".env.example does not document {name}"
+        assert not entries[name][0], f".env.example assigns {name}: the prod guard never fires"
+    result = _compose([BASE, "docker-compose.prod.yml"], "config", "-q")
+    print(f"base+prod with .env.example: rc={result.returncode} {result.stderr.strip()}")
+    assert result.returncode != 0
+    assert any(name in result.stderr for name in PROD_REQUIRED), result.stderr
+
+
 @pytest.mark.parametrize("combination", list(OVERLAYS))
-def test_compose_combination_is_valid(combination: str) -> None:
+def test_compose_combination_is_valid(combination: str, prod_env: Path) -> None:
     files = [BASE, *OVERLAYS[combination]]
-    result = _compose(files, "config", "-q")
+    result = _compose(files, "config", "-q", env_file=_env_file_for(combination, prod_env))
     assert result.returncode == 0, (
         f"docker-compose {' -f '.join(['', *files])} config -q failed:\n{result.stderr}"
     )
@@ -226,11 +267,12 @@ PROXY_AND_BACKUP = {n for n in COMPOSE_ONLY if n.startswith("TRAEFIK_") or "BACK
 
 
 @pytest.fixture(scope="module")
-def rendered() -> dict[str, dict]:
+def rendered(prod_env: Path) -> dict[str, dict]:
     """The normalised services of every overlay combination, as compose renders them."""
     out: dict[str, dict] = {}
     for combination, overlays in OVERLAYS.items():
-        result = _compose([BASE, *overlays], "config")
+        env_file = _env_file_for(combination, prod_env)
+        result = _compose([BASE, *overlays], "config", env_file=env_file)
         assert result.returncode == 0, result.stderr
         out[combination] = yaml.safe_load(result.stdout)["services"]
     return out
