@@ -219,7 +219,15 @@ def test_env_example_leaves_the_prod_guards_armed() -> None:
 @pytest.mark.parametrize("combination", list(OVERLAYS))
 def test_compose_combination_is_valid(combination: str, prod_env: Path) -> None:
     files = [BASE, *OVERLAYS[combination]]
-    result = _compose(files, "config", "-q", env_file=_env_file_for(combination, prod_env))
+    env_file = _env_file_for(combination, prod_env)
+    result = _compose(files, "config", "-q", env_file=env_file)
+    shown = " ".join(f"-f {name}" for name in files)
+    env_name = (
+        "prod.env (.env.example + the required variables)"
+        if env_file == prod_env
+        else ".env.example"
+    )
+    print(f"\ndocker-compose --env-file {env_name} {shown} config -q: rc={result.returncode}")
     assert result.returncode == 0, (
         f"docker-compose {' -f '.join(['', *files])} config -q failed:\n{result.stderr}"
     )
