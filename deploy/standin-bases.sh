@@ -27,6 +27,8 @@ debian_base() {
   trap 'rm -rf "$root"' RETURN
   echo "standin-bases: building debian:bookworm-slim with debootstrap (a few minutes)"
   debootstrap --variant=minbase bookworm "$root" "$MIRROR" >/dev/null
+  # mktemp made the root 0700: as the image's "/" it would lock out every non-root user.
+  chmod 755 "$root"
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   tar -C "$root" -c . | docker import -c 'CMD ["bash"]' - debian:bookworm-slim >/dev/null
 }
