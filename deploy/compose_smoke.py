@@ -44,7 +44,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ["docker-compose.yml", "docker-compose.local.yml"]
-BUILD_OVERLAY = ROOT / "deploy" / "compose-smoke.build.yml"
+BUILD_OVERLAY = "deploy/compose-smoke.build.yml"  # the clone's own copy
 PROJECT = "qi2smoke"
 ALBUM = "smoke"
 PATIENTS = 10  # 5 per outcome: enough for a stratified cross-validation
@@ -190,34 +190,38 @@ class Stack:
         self.log_path = workdir / "compose.log"
         files = [*FILES]
         if host_network_builds:
-            shutil.copy(BUILD_OVERLAY, copy / BUILD_OVERLAY.name)
-            files.append(BUILD_OVERLAY.name)
+            files.append(BUILD_OVERLAY)
         self.base = ["docker-compose", "-p", PROJECT, "--profile", "dev-issuer"]
         for name in files:
             self.base += ["-f", name]
         # Only the clone's .env feeds the interpolation, as on a fresh host.
         self.env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "DOCKER_HOST"}}
 
-    def __call__(self, *args: str, timeout: float = 600, check: bool = True) -> str:
-        """Run one docker-compose command; its output goes to the log and is returned."""
-        result = subprocess.run(
-            [*self.base, *args],
-            cwd=self.copy,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+    def __call__(
+        self, *args: str, timeout: float = 600, check: bool = True, capture: bool = False
+    ) -> str:
+        """Run one docker-compose command; its output goes to the log (or is returned)."""
         with self.log_path.open("a") as out:
-            out.write(f"$ {' '.join(args)}\n{result.stdout}{result.stderr}\n")
+            out.write(f"$ docker-compose {' '.join(args)}\n")
+            out.flush()
+            # Straight to the log, so that a long build can be followed with tail -f.
+            result = subprocess.run(
+                [*self.base, *args],
+                cwd=self.copy,
+                env=self.env,
+                stdout=subprocess.PIPE if capture else out,
+                stderr=out,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
         if check and result.returncode != 0:
             raise RuntimeError(f"docker-compose {args[0]} failed (see {self.log_path})")
-        return result.stdout
+        return result.stdout or ""
 
     def containers(self) -> list[dict]:
         """State of every container of the project (running or not), from `docker-compose ps`."""
-        ids = self("ps", "-a", "-q", check=False).split()
+        ids = self("ps", "-a", "-q", check=False, capture=True).split()
         if not ids:
             return []
         out = run(["docker", "inspect", *ids], capture_output=True).stdout
