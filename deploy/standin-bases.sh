@@ -42,6 +42,8 @@ build_standin() {
   cp -r "$HERE/standins/$2/." "$ctx/"
   mkdir -p "$ctx/extra-ca"
   cp "${QI2_STANDIN_CA_DIR:-/usr/local/share/ca-certificates}"/*.crt "$ctx/extra-ca/" 2>/dev/null || true
+  # The python stand-in pins pip to the project's lock (see its Dockerfile).
+  cp "$HERE/../requirements/lock.txt" "$ctx/lock.txt"
   echo "standin-bases: building $1 from $2 (stand-in)"
   docker build -q --network host -t "$1" "$ctx" >/dev/null
 }
