@@ -448,6 +448,8 @@ def smoke(args: argparse.Namespace, workdir: Path) -> int:
             "QI2_IMAGE_TAG": "smoke",
             **{name: str(port) for name, port in ports.items()},
             "KEYCLOAK_BASE_URL": "http://oidc-issuer:8180/",
+            # The Socket.IO client sends its own origin, as a browser does: allow it.
+            "CORS_ALLOWED_ORIGINS": f"http://localhost:3000,http://127.0.0.1:{ports['QI2_API_PORT']}",
         },
     )
     flower_user, flower_password = write_secrets(copy)
@@ -462,17 +464,21 @@ def smoke(args: argparse.Namespace, workdir: Path) -> int:
         api = f"http://127.0.0.1:{ports['QI2_API_PORT']}"
         token = get_token(ports["QI2_OIDC_PORT"], USER)
         headers = {"Authorization": f"Bearer {token}"}
-        events = Events(api, token)
         try:
-            extraction_ok, extraction_id = extraction(api, headers, events, copy)
-            if extraction_id is not None:
-                training_ok = training(api, headers, events, extraction_id, truths)
-        finally:
-            events.close()
+            events = Events(api, token)
+            try:
+                extraction_ok, extraction_id = extraction(api, headers, events, copy)
+                if extraction_id is not None:
+                    training_ok = training(api, headers, events, extraction_id, truths)
+            finally:
+                events.close()
+        except Exception as error:  # still check Flower
+            log(f"error: {type(error).__name__}: {error!r}")
         flower_ok = flower(ports["QI2_FLOWER_PORT"], flower_user, flower_password)
     except Exception as error:  # the line must still be printed and the stack torn down
-        log(f"error: {type(error).__name__}: {error}")
+        log(f"error: {type(error).__name__}: {error!r}")
     finally:
+        stack("logs", "--no-color", "--tail", "200", check=False, timeout=120)
         if args.keep:
             log(f"--keep: the stack stays up in {copy} (docker-compose -p {PROJECT} ... down -v)")
         else:
