@@ -419,7 +419,8 @@ def flower(port: int, user: str, password: str) -> bool:
     """Flower refuses anonymous requests and lists both workers to the operator."""
     url = f"http://127.0.0.1:{port}"
     anonymous = httpx.get(f"{url}/api/workers", timeout=30)
-    authed = httpx.get(f"{url}/api/workers", auth=(user, password), timeout=60)
+    # refresh=1: Flower asks the workers (celery inspect) instead of answering from its cache.
+    authed = httpx.get(f"{url}/api/workers?refresh=1", auth=(user, password), timeout=60)
     workers = sorted(authed.json()) if authed.status_code == 200 else []
     log(
         f"flower: anonymous HTTP {anonymous.status_code}, with auth HTTP {authed.status_code}, "
