@@ -49,8 +49,27 @@ os.environ.update(
 from shared.config import Settings, get_settings  # noqa: E402
 from shared.db import migrate  # noqa: E402
 from shared.db import session as db_session  # noqa: E402
+from tests.support import sql_log  # noqa: E402
 from tests.support.mariadb import admin  # noqa: E402
 from webapp.dev.oidc_issuer import LocalIssuer, User  # noqa: E402
+
+# MySQL 8.4's default sql_mode (the compose default server), stricter than MariaDB 10.11's: a
+# GROUP BY that MySQL refuses fails here too (docs/decisions/0004-mysql-vs-mariadb.md).
+MYSQL_84_SQL_MODE = (
+    "ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+)
+
+
+def _mysql_84_sql_mode(dbapi_connection: object, _record: object) -> None:
+    """Give each new test connection MySQL 8.4's default sql_mode."""
+    with dbapi_connection.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute(f"SET SESSION sql_mode = '{MYSQL_84_SQL_MODE}'")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the modules that set RUN_LAST = True after everything else (the SQL dialect audit)."""
+    items.sort(key=lambda item: bool(getattr(getattr(item, "module", None), "RUN_LAST", False)))
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +108,8 @@ def engine(settings: Settings) -> Iterator[sa.Engine]:
     try:
         migrate.upgrade(settings.sqlalchemy_url)
         eng = db_session.make_engine(settings.sqlalchemy_url)
+        sa.event.listen(eng, "connect", _mysql_84_sql_mode)
+        sql_log.attach(eng)
         yield eng
         eng.dispose()
     finally:

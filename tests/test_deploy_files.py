@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import AliasChoices, AliasPath
 
 from shared.config import Settings
@@ -36,8 +37,12 @@ COMPOSE_FILES = [BASE, *sorted({f for files in OVERLAYS.values() for f in files}
 COMPOSE_ONLY = {
     "COMPOSE_PROJECT_NAME",
     "QI2_IMAGE_TAG",
-    "QI2_ENV_FILE",
     "QI2_BIND_ADDRESS",
+    "QI2_API_PORT",
+    "QI2_FLOWER_PORT",
+    "QI2_DB_PORT",
+    "QI2_REDIS_PORT",
+    "QI2_OIDC_PORT",
     "QI2_ALBUMS_DIR",
     "DEV_KEYCLOAK_BASE_URL",
     "DEV_KEYCLOAK_ISSUER",
@@ -151,25 +156,148 @@ def _docker_compose() -> str:
     return binary
 
 
-@pytest.mark.parametrize("combination", list(OVERLAYS))
-def test_compose_combination_is_valid(combination: str) -> None:
-    files = [BASE, *OVERLAYS[combination]]
-    command = [_docker_compose(), "--env-file", str(ENV_EXAMPLE)]
+def _compose(
+    files: list[str], *args: str, env_file: Path = ENV_EXAMPLE
+) -> subprocess.CompletedProcess:
+    """Run docker-compose on `files` in a clean environment: only `env_file` feeds it."""
+    command = [_docker_compose(), "--env-file", str(env_file)]
     for name in files:
         command += ["-f", name]
-    command += ["config", "-q"]
-    # A clean environment: only .env.example feeds the interpolation, not the test process.
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "QI2_ENV_FILE": str(ENV_EXAMPLE),
-    }
-    result = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    return subprocess.run(
+        [*command, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
+
+
+# The variables docker-compose.prod.yml guards with ${NAME:?...}, and values a server would set.
+PROD_REQUIRED = {
+    "TRAEFIK_NETWORK": "traefik",
+    "TRAEFIK_URL_FLASKAPP": "qi2-api.example.org",
+    "TRAEFIK_URL_FLOWER": "qi2-flower.example.org",
+    "DB_BACKUP_DIRECTORY": "/srv/qi2/backups/db",
+    "DATA_BACKUP_DIRECTORY": "/srv/qi2/backups/data",
+}
+
+
+@pytest.fixture(scope="module")
+def prod_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """.env.example with the prod overlay's required variables filled in, as an operator would."""
+    path = tmp_path_factory.mktemp("env") / "prod.env"
+    lines = [f"{name}={value}" for name, value in PROD_REQUIRED.items()]
+    path.write_text(ENV_EXAMPLE.read_text(encoding="utf-8") + "\n".join(lines) + "\n")
+    return path
+
+
+def _env_file_for(combination: str, prod_env: Path) -> Path:
+    """The env file a combination is checked with: the prod one needs its required variables."""
+    return prod_env if "docker-compose.prod.yml" in OVERLAYS[combination] else ENV_EXAMPLE
+
+
+def test_prod_guards_name_exactly_the_required_variables() -> None:
+    text = (ROOT / "docker-compose.prod.yml").read_text(encoding="utf-8")
+    assert set(re.findall(r"\$\{([A-Z_]+):\?", text)) == set(PROD_REQUIRED)
+
+
+def test_env_example_leaves_the_prod_guards_armed() -> None:
+    # A copied .env.example must not quietly deploy example host names and backup folders.
+    entries = env_example_entries()
+    for name in PROD_REQUIRED:
+        assert name in entries, f".env.example does not document {name}"
+        assert not entries[name][0], f".env.example assigns {name}: the prod guard never fires"
+    result = _compose([BASE, "docker-compose.prod.yml"], "config", "-q")
+    print(f"base+prod with .env.example: rc={result.returncode} {result.stderr.strip()}")
+    assert result.returncode != 0
+    assert any(name in result.stderr for name in PROD_REQUIRED), result.stderr
+
+
+@pytest.mark.parametrize("combination", list(OVERLAYS))
+def test_compose_combination_is_valid(combination: str, prod_env: Path) -> None:
+    files = [BASE, *OVERLAYS[combination]]
+    env_file = _env_file_for(combination, prod_env)
+    result = _compose(files, "config", "-q", env_file=env_file)
+    shown = " ".join(f"-f {name}" for name in files)
+    env_name = (
+        "prod.env (.env.example + the required variables)"
+        if env_file == prod_env
+        else ".env.example"
+    )
+    print(f"\ndocker-compose --env-file {env_name} {shown} config -q: rc={result.returncode}")
     assert result.returncode == 0, (
         f"docker-compose {' -f '.join(['', *files])} config -q failed:\n{result.stderr}"
     )
     # Compose v1 only warns about unset variables and unparsable env-file lines.
     assert "WARNING" not in result.stderr, result.stderr
     assert "could not parse" not in result.stderr, result.stderr
+
+
+def test_published_host_ports_are_variables() -> None:
+    # Compose v1 cannot move a port from an overlay, so a fixed host port forces editing a
+    # tracked file on a host where it is taken.
+    for name in COMPOSE_FILES:
+        services = yaml.safe_load((ROOT / name).read_text(encoding="utf-8")).get("services", {})
+        for service_name, service in services.items():
+            for port in service.get("ports", []):
+                # [address:]host:container, the host part being ${QI2_..._PORT:-default}
+                assert re.search(r"(^|:)\$\{QI2_[A-Z_]+_PORT:-\d+\}:\d+$", str(port)), (
+                    f"{name}: {service_name} publishes {port}: the host port must be a variable"
+                )
+
+
+@pytest.mark.parametrize("combination", list(OVERLAYS))
+def test_long_running_services_of_ours_have_an_init(combination: str, rendered) -> None:
+    # Our images run Python as PID 1, which ignores SIGTERM unless an init forwards it.
+    for name, service in rendered[combination].items():
+        if str(service.get("image", "")).startswith("quantimage2/"):
+            assert service.get("init") is True, f"{combination}: {name} has no init: true"
+
+
+def test_local_overlay_offers_the_dev_issuer_behind_a_profile(rendered) -> None:
+    # Containers cannot reach the issuer of `./qi2 run` on the host's loopback.
+    issuer = rendered["base+local"]["oidc-issuer"]
+    assert issuer["profiles"] == ["dev-issuer"]
+    assert "webapp.dev.oidc_issuer" in issuer["command"]
+    assert "oidc-issuer" not in rendered["base+prod"]
+
+
+# Services that run our code and read Settings; the rest (db, redis, flower...) read none of it.
+APP_SERVICES = {"migrate", "webapp", "sockets", "worker-extraction", "worker-training"}
+# Passed to the app containers on top of Settings' own variables (Python's, gunicorn's).
+APP_EXTRA_ENV = {"PYTHONUNBUFFERED", "PYTHONPATH", "FORWARDED_ALLOW_IPS"}
+# For running outside Docker only: the containers read the Docker secret instead.
+HOST_ONLY = {"DB_PASSWORD", "DB_USER_PASSWORD"}
+PROXY_AND_BACKUP = {n for n in COMPOSE_ONLY if n.startswith("TRAEFIK_") or "BACKUP" in n}
+
+
+@pytest.fixture(scope="module")
+def rendered(prod_env: Path) -> dict[str, dict]:
+    """The normalised services of every overlay combination, as compose renders them."""
+    out: dict[str, dict] = {}
+    for combination, overlays in OVERLAYS.items():
+        env_file = _env_file_for(combination, prod_env)
+        result = _compose([BASE, *overlays], "config", env_file=env_file)
+        assert result.returncode == 0, result.stderr
+        out[combination] = yaml.safe_load(result.stdout)["services"]
+    return out
+
+
+@pytest.mark.parametrize("combination", list(OVERLAYS))
+def test_app_services_get_only_settings_variables(combination: str, rendered) -> None:
+    settings = settings_env_names()
+    for name, service in rendered[combination].items():
+        passed = set(service.get("environment") or {})
+        if name in APP_SERVICES:
+            missing = settings - HOST_ONLY - passed
+            assert not missing, f"{combination}: {name} does not receive {sorted(missing)}"
+            foreign = passed - settings - APP_EXTRA_ENV
+            assert not foreign, f"{combination}: {name} receives {sorted(foreign)}"
+            assert "env_file" not in service, f"{combination}: {name} has an env_file"
+        else:
+            # Flower reads the broker URL and its own FLOWER_* variables, nothing else of ours.
+            leaked = passed & (PROXY_AND_BACKUP | (settings - {"CELERY_BROKER_URL"}))
+            assert not leaked, f"{combination}: {name} receives {sorted(leaked)}"
