@@ -5,8 +5,12 @@ Status is computed from the task rows alone (no Redis), so it survives a broker 
 
 from __future__ import annotations
 
+import datetime as dt
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -218,13 +222,27 @@ def to_read(
     )
 
 
-def to_raw_json(session: so.Session, extraction: FeatureExtraction) -> dict[str, Any]:
-    """E1's JSON: `to_read(formatted_tasks=False)` dumped, built from a lean task query.
+@dataclass(frozen=True)
+class _FinalReads:
+    """What E1 reads of an extraction besides its own row: its tasks and what it stored."""
 
-    The album's latest extraction is read on every page of the frontend; loading its hundreds
-    of tasks as ORM rows and validating each through pydantic cost most of the request. The
-    task dicts have exactly RawTask's fields; a test compares the two paths.
-    """
+    rows: tuple[Any, ...]
+    modalities: list[str]
+    rois: list[str]
+    names: list[str]
+
+
+# A finished extraction's tasks and vectors never change again (`runs.claim` refuses ended
+# studies, `cancel` refuses finished extractions), so E1 reads them once per process. The key
+# holds `created_at` and `finished_at` (microseconds): a row that is not finished is never
+# looked up here, and a reused id (a restored database) is a new key.
+_FINAL_READS: OrderedDict[tuple[int, dt.datetime, dt.datetime], _FinalReads] = OrderedDict()
+_FINAL_READS_MAX = 256
+_FINAL_READS_LOCK = threading.Lock()
+
+
+def _read_tasks_and_summary(session: so.Session, extraction_id: int) -> _FinalReads:
+    """Query E1's task columns (timestamps formatted by MariaDB) and the stored summary."""
     rows = session.execute(
         sa.select(
             ExtractionTask.id,
@@ -236,26 +254,56 @@ def to_raw_json(session: so.Session, extraction: FeatureExtraction) -> dict[str,
             ExtractionTask.error,
             ExtractionTask.status_message,
         )
-        .where(ExtractionTask.feature_extraction_id == extraction.id)
+        .where(ExtractionTask.feature_extraction_id == extraction_id)
         .order_by(ExtractionTask.id)
     ).all()
-    modalities, rois, names = stored_summary(session, extraction_id=extraction.id)
+    modalities, rois, names = stored_summary(session, extraction_id=extraction_id)
+    return _FinalReads(tuple(rows), modalities, rois, names)
+
+
+def _final_reads(session: so.Session, extraction: FeatureExtraction) -> _FinalReads:
+    """Return E1's reads, from the process cache once the extraction has finished."""
+    if extraction.finished_at is None:
+        return _read_tasks_and_summary(session, extraction.id)
+    key = (extraction.id, extraction.created_at, extraction.finished_at)
+    with _FINAL_READS_LOCK:
+        cached = _FINAL_READS.get(key)
+        if cached is not None:
+            _FINAL_READS.move_to_end(key)
+            return cached
+    reads = _read_tasks_and_summary(session, extraction.id)
+    with _FINAL_READS_LOCK:
+        _FINAL_READS[key] = reads
+        while len(_FINAL_READS) > _FINAL_READS_MAX:
+            _FINAL_READS.popitem(last=False)
+    return reads
+
+
+def to_raw_json(session: so.Session, extraction: FeatureExtraction) -> dict[str, Any]:
+    """E1's JSON: `to_read(formatted_tasks=False)` dumped, built from a lean task query.
+
+    The album's latest extraction is read on every page of the frontend; loading its hundreds
+    of tasks as ORM rows and validating each through pydantic cost most of the request. The
+    task dicts have exactly RawTask's fields; a test compares the two paths. A finished
+    extraction's tasks and summary come from a process cache (`_final_reads`).
+    """
+    reads = _final_reads(session, extraction)
     read = ExtractionRead(
         id=extraction.id,
         created_at=extraction.created_at,
         updated_at=extraction.updated_at,
         user_id=extraction.user_id,
         album_id=extraction.album_id,
-        feature_definitions=names,
+        feature_definitions=list(reads.names),
         data_splitting_type=extraction.data_splitting_type,
         train_test_split_type=extraction.train_test_split_type,
         training_patients=extraction.training_patients,
         test_patients=extraction.test_patients,
-        modalities=modalities,
-        rois=rois or list(extraction.rois),
+        modalities=list(reads.modalities),
+        rois=list(reads.rois) or list(extraction.rois),
         tasks=[],
         result_id=extraction.result_id,
-        status=status_of(rows, has_result=bool(extraction.result_id)),
+        status=status_of(reads.rows, has_result=bool(extraction.result_id)),
     )
     body = read.model_dump(mode="json", by_alias=True)
     body["tasks"] = [
@@ -267,7 +315,7 @@ def to_raw_json(session: so.Session, extraction: FeatureExtraction) -> dict[str,
             "study_uid": row.study_uid,
             "task_id": row.task_id,
         }
-        for row in rows
+        for row in reads.rows
     ]
     return body
 

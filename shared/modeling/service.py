@@ -162,6 +162,8 @@ def enqueue(session: so.Session, *, run: TrainingRun) -> None:
 
 def to_read(session: so.Session, models: list[TrainedModel]) -> list[ModelRead]:
     """Format models with their outcome's type and name (one query for all)."""
+    if not models:
+        return []  # most albums have none: no query for their outcomes
     ids = {m.label_category_id for m in models}
     categories = {
         row.id: row

@@ -9,7 +9,9 @@ import json
 import time
 
 import pytest
+import sqlalchemy as sa
 
+from shared.db.base import utcnow
 from shared.errors import Unauthorized
 from shared.extractions import service as extraction_service
 from shared.labels import service as label_service
@@ -40,6 +42,31 @@ def test_lean_e1_equals_the_schema_path(client, auth, db, extraction):  # noqa: 
     assert response.json == expected
 
 
+def test_e1_caches_only_a_finished_extraction(db, extraction):  # noqa: F811
+    def statuses() -> list[str]:
+        db.expire_all()  # each read sees the rows as stored, like a request's fresh session
+        body = extraction_service.to_raw_json(db, extraction)
+        return [str(body["status"]["completed_tasks"]), *body["modalities"]]
+
+    assert statuses() == ["3", "CT", "PT"]
+    extraction.tasks[3].status = "SUCCESS"  # not finished: every read queries the rows
+    db.commit()
+    assert statuses() == ["4", "CT", "PT"]
+    extraction.finished_at = utcnow()
+    db.commit()
+    assert statuses() == ["4", "CT", "PT"]
+    # Only a finished extraction is cached: a row changed behind its back is not read again...
+    extraction.tasks[0].status = "FAILURE"
+    db.commit()
+    assert statuses() == ["4", "CT", "PT"]
+    # ...until its `finished_at` changes, which makes a new key.
+    extraction.finished_at = utcnow() + dt.timedelta(seconds=1)
+    db.commit()
+    assert statuses() == ["3", "CT", "PT"]
+    expected = dump(extraction_service.to_read(db, extraction, formatted_tasks=False))
+    assert extraction_service.to_raw_json(db, extraction) == expected
+
+
 def test_lean_outcomes_equal_the_schema_path(client, auth, db):
     for name, pos_label in (("Response", "1"), ("Survival", None)):
         category = LabelCategory(
@@ -62,6 +89,46 @@ def test_lean_outcomes_equal_the_schema_path(client, auth, db):
     response = client.get("/label-categories/album-x", headers=auth.headers("bob"))
     assert response.json == expected
     assert label_service.read_for_album(db, user_id="user-bob", album_id="none") == []
+
+
+def test_cached_labels_follow_every_edit(db):
+    def read_matches_schema_path() -> list[dict]:
+        db.expire_all()  # each read sees the rows as stored, like a request's fresh session
+        got = label_service.read_for_album(db, user_id="user-bob", album_id="album-y")
+        categories = label_service.list_for_album(db, user_id="user-bob", album_id="album-y")
+        assert got == dump_all(LabelCategoryRead.model_validate(c) for c in categories)
+        return got[0]["labels"]
+
+    category = LabelCategory(
+        user_id="user-bob", album_id="album-y", label_type="Classification", name="R"
+    )
+    category.labels = [Label(patient_id=f"P{i}", label_content={"Outcome": "0"}) for i in range(3)]
+    db.add(category)
+    db.commit()
+    assert len(read_matches_schema_path()) == 3
+    assert len(read_matches_schema_path()) == 3  # served from the cache
+    # An edit that leaves every timestamp as it was (a Core update naming updated_at).
+    first = category.labels[0]
+    db.execute(
+        sa.update(Label)
+        .where(Label.id == first.id)
+        .values(label_content={"Outcome": "1"}, updated_at=first.updated_at)
+    )
+    db.commit()
+    assert read_matches_schema_path()[0]["label_content"] == {"Outcome": "1"}
+    category.labels[1].label_content = {"Outcome": "1"}  # an ORM edit
+    db.commit()
+    assert [lb["label_content"]["Outcome"] for lb in read_matches_schema_path()] == ["1", "1", "0"]
+    db.delete(category.labels[2])
+    db.commit()
+    assert [lb["patient_id"] for lb in read_matches_schema_path()] == ["P0", "P1"]
+    category.labels.append(Label(patient_id="P9", label_content={"Outcome": "0"}))
+    db.commit()
+    assert [lb["patient_id"] for lb in read_matches_schema_path()] == ["P0", "P1", "P9"]
+    for label in list(category.labels):
+        db.delete(label)
+    db.commit()
+    assert read_matches_schema_path() == []
 
 
 def test_a_patched_preset_is_served_fresh(client, auth, preset_yaml, seeded):  # noqa: F811
