@@ -93,6 +93,8 @@ def _labels_by_category(
     session: so.Session, category_ids: list[int]
 ) -> dict[int, list[dict[str, Any]]]:
     """Return each outcome's label dicts, from the process cache when its fingerprint matches."""
+    if session.get_bind().dialect.name != "mysql":  # the fingerprint is MariaDB/MySQL SQL
+        return _read_labels(session, category_ids)
     fingerprints = _label_fingerprints(session, category_ids)
     found: dict[int, list[dict[str, Any]]] = {c: [] for c in category_ids if c not in fingerprints}
     with _LABELS_LOCK:

@@ -231,3 +231,45 @@ def test_responses_without_validation_are_the_same(app, client, auth, seeded):  
         assert (after.status_code, after.json) == (before.status_code, before.json)
         assert after.mimetype == "application/json"
     assert checked[-1].status_code == 404
+
+
+def test_lean_reads_work_on_the_embedded_sqlite(tmp_path):
+    # `./qi2 run` serves E1 and L1 from SQLite: the lean reads must not use MariaDB-only SQL.
+    import shared.db.all_models  # noqa: F401  (every table on the metadata)
+    from shared.db import session as db_session
+    from shared.db.base import Base
+    from shared.imaging.source import StudyInfo
+
+    sqlite = db_session.make_engine(f"sqlite:///{tmp_path / 'qi2.db'}")
+    Base.metadata.create_all(sqlite)
+    with sa.orm.Session(sqlite) as session:
+        extraction = extraction_service.create(
+            session,
+            user_id="user-bob",
+            album_id="album-x",
+            album_name="My Album",
+            config_yaml="{}\n",
+            rois=["GTV"],
+            studies=[StudyInfo("1.2.1", "P1"), StudyInfo("1.2.2", "P2")],
+        )
+        extraction.tasks[0].created_at = dt.datetime(2026, 1, 2, 3, 4, 5)
+        extraction.tasks[1].created_at = dt.datetime(2026, 1, 2, 3, 4, 5, 60)
+        category = LabelCategory(
+            user_id="user-bob", album_id="album-x", label_type="Classification", name="R"
+        )
+        category.labels = [Label(patient_id="P1", label_content={"Outcome": "1"})]
+        category.labels[0].updated_at = dt.datetime(2025, 12, 31, 23, 59, 59, 999999)
+        session.add(category)
+        session.commit()
+        session.expire_all()
+        expected = dump(extraction_service.to_read(session, extraction, formatted_tasks=False))
+        assert extraction_service.to_raw_json(session, extraction) == expected
+        created = sorted(t["created_at"] for t in expected["tasks"])
+        assert created == ["2026-01-02T03:04:05", "2026-01-02T03:04:05.000060"]
+        categories = label_service.list_for_album(session, user_id="user-bob", album_id="album-x")
+        labels = dump_all(LabelCategoryRead.model_validate(c) for c in categories)
+        assert (
+            label_service.read_for_album(session, user_id="user-bob", album_id="album-x") == labels
+        )
+        assert labels[0]["labels"][0]["updated_at"] == "2025-12-31T23:59:59.999999"
+    sqlite.dispose()
