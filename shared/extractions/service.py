@@ -203,22 +203,34 @@ def to_read(
         tasks = [FormattedTask.from_row(t) for t in extraction.tasks]
     else:
         tasks = [RawTask.model_validate(t) for t in extraction.tasks]
+    summary = (modalities, rois, names)
+    return _extraction_read(extraction, summary, tasks, compute_status(extraction))
+
+
+def _extraction_read(
+    extraction: FeatureExtraction,
+    summary: tuple[Sequence[str], Sequence[str], Sequence[str]],
+    tasks: list[RawTask] | list[FormattedTask],
+    status: ExtractionStatus,
+) -> ExtractionRead:
+    """The wire shape of an extraction from its row, stored summary, tasks and status."""
+    modalities, rois, names = summary
     return ExtractionRead(
         id=extraction.id,
         created_at=extraction.created_at,
         updated_at=extraction.updated_at,
         user_id=extraction.user_id,
         album_id=extraction.album_id,
-        feature_definitions=names,
+        feature_definitions=list(names),
         data_splitting_type=extraction.data_splitting_type,
         train_test_split_type=extraction.train_test_split_type,
         training_patients=extraction.training_patients,
         test_patients=extraction.test_patients,
-        modalities=modalities,
-        rois=rois or list(extraction.rois),
+        modalities=list(modalities),
+        rois=list(rois) or list(extraction.rois),
         tasks=tasks,
         result_id=extraction.result_id,
-        status=compute_status(extraction),
+        status=status,
     )
 
 
@@ -288,23 +300,8 @@ def to_raw_json(session: so.Session, extraction: FeatureExtraction) -> dict[str,
     extraction's tasks and summary come from a process cache (`_final_reads`).
     """
     reads = _final_reads(session, extraction)
-    read = ExtractionRead(
-        id=extraction.id,
-        created_at=extraction.created_at,
-        updated_at=extraction.updated_at,
-        user_id=extraction.user_id,
-        album_id=extraction.album_id,
-        feature_definitions=list(reads.names),
-        data_splitting_type=extraction.data_splitting_type,
-        train_test_split_type=extraction.train_test_split_type,
-        training_patients=extraction.training_patients,
-        test_patients=extraction.test_patients,
-        modalities=list(reads.modalities),
-        rois=list(reads.rois) or list(extraction.rois),
-        tasks=[],
-        result_id=extraction.result_id,
-        status=status_of(reads.rows, has_result=bool(extraction.result_id)),
-    )
+    status = status_of(reads.rows, has_result=bool(extraction.result_id))
+    read = _extraction_read(extraction, (reads.modalities, reads.rois, reads.names), [], status)
     body = read.model_dump(mode="json", by_alias=True)
     body["tasks"] = [
         {
