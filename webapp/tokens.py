@@ -11,7 +11,6 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ import jwt
 
 from shared.config import Settings
 from shared.errors import Unauthorized
+from shared.lru import BoundedLru
 
 log = logging.getLogger(__name__)
 ALGORITHM = "RS256"
@@ -55,8 +55,7 @@ class TokenVerifier:
         # Verified tokens by SHA-256 of the token: (principal, exp). A browser sends the same
         # token with every request for minutes; the RS256 check and claim parsing cost more
         # than a light request's own work. An entry is never used at or after the token's exp.
-        self._verified: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
-        self.cache_size = VERIFIED_CACHE_SIZE
+        self._verified: BoundedLru[bytes, tuple[Principal, float]] = BoundedLru(VERIFIED_CACHE_SIZE)
 
     def verify(self, token: str) -> Principal:
         """Return the principal of a valid token (cached until its exp); raise Unauthorized."""
@@ -69,25 +68,19 @@ class TokenVerifier:
 
     def _cached(self, digest: bytes) -> Principal | None:
         """Return the principal of a token verified before and not yet expired."""
-        with self._lock:
-            entry = self._verified.get(digest)
-            if entry is None:
-                return None
-            if time.time() >= entry[1]:
-                del self._verified[digest]
-                return None
-            self._verified.move_to_end(digest)
-            return entry[0]
+        entry = self._verified.get(digest)
+        if entry is None:
+            return None
+        if time.time() >= entry[1]:
+            self._verified.discard(digest)
+            return None
+        return entry[0]
 
     def _remember(self, digest: bytes, principal: Principal, expires: float) -> None:
         """Cache a verified token until its exp; drop the least recently used beyond the size."""
         if time.time() >= expires:
             return  # accepted within the leeway only: verify it fully every time
-        with self._lock:
-            self._verified[digest] = (principal, expires)
-            self._verified.move_to_end(digest)
-            while len(self._verified) > self.cache_size:
-                self._verified.popitem(last=False)
+        self._verified.put(digest, (principal, expires))
 
     def _verify(self, token: str) -> tuple[Principal, float]:
         """Check a token fully; return its principal and its exp."""

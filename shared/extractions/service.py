@@ -6,9 +6,7 @@ Status is computed from the task rows alone (no Redis), so it survives a broker 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +28,7 @@ from shared.extractions.schemas import (
 )
 from shared.features.models import FeatureNameSet, FeatureVector
 from shared.imaging.source import StudyInfo
+from shared.lru import BoundedLru
 
 DONE = ("SUCCESS", "FAILURE")
 
@@ -248,9 +247,7 @@ class _FinalReads:
 # studies, `cancel` refuses finished extractions), so E1 reads them once per process. The key
 # holds `created_at` and `finished_at` (microseconds): a row that is not finished is never
 # looked up here, and a reused id (a restored database) is a new key.
-_FINAL_READS: OrderedDict[tuple[int, dt.datetime, dt.datetime], _FinalReads] = OrderedDict()
-_FINAL_READS_MAX = 256
-_FINAL_READS_LOCK = threading.Lock()
+_FINAL_READS: BoundedLru[tuple[int, dt.datetime, dt.datetime], _FinalReads] = BoundedLru(256)
 
 
 def _read_tasks_and_summary(session: so.Session, extraction_id: int) -> _FinalReads:
@@ -278,16 +275,10 @@ def _final_reads(session: so.Session, extraction: FeatureExtraction) -> _FinalRe
     if extraction.finished_at is None:
         return _read_tasks_and_summary(session, extraction.id)
     key = (extraction.id, extraction.created_at, extraction.finished_at)
-    with _FINAL_READS_LOCK:
-        cached = _FINAL_READS.get(key)
-        if cached is not None:
-            _FINAL_READS.move_to_end(key)
-            return cached
-    reads = _read_tasks_and_summary(session, extraction.id)
-    with _FINAL_READS_LOCK:
-        _FINAL_READS[key] = reads
-        while len(_FINAL_READS) > _FINAL_READS_MAX:
-            _FINAL_READS.popitem(last=False)
+    reads = _FINAL_READS.get(key)
+    if reads is None:
+        reads = _read_tasks_and_summary(session, extraction.id)
+        _FINAL_READS.put(key, reads)
     return reads
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +15,7 @@ from shared.errors import Conflict, InvalidInput
 from shared.extractions.models import ExtractionTask, FeatureExtraction
 from shared.labels.models import Label, LabelCategory
 from shared.labels.schemas import OUTCOME_COLUMNS, LabelValue
+from shared.lru import BoundedLru
 from shared.schemas import iso_naive
 
 UNDEFINED = "Undefined"
@@ -37,9 +36,7 @@ def list_for_album(session: so.Session, *, user_id: str, album_id: str) -> list[
 # highest id and `updated_at` (inserts, deletes, ORM and Core updates) and a XOR of each row's
 # CRC32 (an edit whatever its timestamp). A one-row-per-outcome aggregate replaces 300 rows that
 # PyMySQL would decode in pure Python.
-_LABELS: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], ...]] = OrderedDict()
-_LABELS_MAX = 256
-_LABELS_LOCK = threading.Lock()
+_LABELS: BoundedLru[tuple[Any, ...], tuple[dict[str, Any], ...]] = BoundedLru(256)
 
 
 def _label_fingerprints(session: so.Session, category_ids: list[int]) -> dict[int, tuple[Any, ...]]:
@@ -97,23 +94,18 @@ def _labels_by_category(
         return _read_labels(session, category_ids)
     fingerprints = _label_fingerprints(session, category_ids)
     found: dict[int, list[dict[str, Any]]] = {c: [] for c in category_ids if c not in fingerprints}
-    with _LABELS_LOCK:
-        for category_id, key in fingerprints.items():
-            cached = _LABELS.get(key)
-            if cached is not None:
-                _LABELS.move_to_end(key)
-                found[category_id] = [dict(label) for label in cached]
+    for category_id, key in fingerprints.items():
+        cached = _LABELS.get(key)
+        if cached is not None:
+            found[category_id] = [dict(label) for label in cached]
     missing = [c for c in category_ids if c not in found]
     if missing:
         fresh = _read_labels(session, missing)
         # Stored under the fingerprint read before the rows: an edit in between makes the
         # next read miss, never serve stale rows.
-        with _LABELS_LOCK:
-            for category_id in missing:
-                if category_id in fingerprints:
-                    _LABELS[fingerprints[category_id]] = tuple(fresh[category_id])
-            while len(_LABELS) > _LABELS_MAX:
-                _LABELS.popitem(last=False)
+        for category_id in missing:
+            if category_id in fingerprints:
+                _LABELS.put(fingerprints[category_id], tuple(fresh[category_id]))
         found.update({c: [dict(label) for label in fresh[c]] for c in missing})
     return found
 

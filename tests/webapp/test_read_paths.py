@@ -181,7 +181,7 @@ def test_a_token_accepted_within_the_leeway_is_not_cached(settings, issuer):
 
 
 def test_the_token_cache_is_bounded_and_keyed_by_the_whole_token(strict_verifier, issuer):
-    strict_verifier.cache_size = 2
+    strict_verifier._verified.maxsize = 2
     tokens = [issuer.mint(name) for name in ("bob", "alice", "carol")]
     users = [strict_verifier.verify(t).user_id for t in tokens]
     assert users == ["user-bob", "user-alice", "user-carol"]
