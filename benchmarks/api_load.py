@@ -517,10 +517,10 @@ def run(args: argparse.Namespace) -> None:
     import redis
     import sqlalchemy as sa
 
+    from devkit.oidc_issuer import LocalIssuer, User
+    from devkit.synthetic import write_cohort
     from shared.db import migrate
-    from shared.imaging.synthetic import write_cohort
     from tests.support.mariadb import admin
-    from webapp.dev.oidc_issuer import LocalIssuer, User
 
     database = f"qi2_bench_api_{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="qi2-api-load-"))

@@ -92,11 +92,11 @@ def run(args: argparse.Namespace) -> None:
             "LOG_LEVEL": "WARNING",
         }
     )
+    from devkit.oidc_issuer import LocalIssuer, User
     from shared.config import get_settings
     from shared.db import migrate
     from shared.db import session as db_session
     from tests.support.mariadb import admin
-    from webapp.dev.oidc_issuer import LocalIssuer, User
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the issuer's access log
     issuer = LocalIssuer(users=[User(OWNER, "pw", sub="user-owner")])

@@ -170,7 +170,7 @@ def write_secrets(copy: Path) -> tuple[str, str]:
 
 def write_album(copy: Path) -> list:
     """A small synthetic CT + RTSTRUCT album, readable by the containers' uid 10001."""
-    from shared.imaging.synthetic import write_cohort
+    from devkit.synthetic import write_cohort
 
     albums = copy / "var" / "albums"
     truths = write_cohort(albums / ALBUM, n_patients=PATIENTS, seed=7)

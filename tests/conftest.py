@@ -46,12 +46,12 @@ os.environ.update(
     }
 )
 
+from devkit.oidc_issuer import LocalIssuer, User  # noqa: E402
 from shared.config import Settings, get_settings  # noqa: E402
 from shared.db import migrate  # noqa: E402
 from shared.db import session as db_session  # noqa: E402
 from tests.support import sql_log  # noqa: E402
 from tests.support.mariadb import admin  # noqa: E402
-from webapp.dev.oidc_issuer import LocalIssuer, User  # noqa: E402
 
 # MySQL 8.4's default sql_mode (the compose default server), stricter than MariaDB 10.11's: a
 # GROUP BY that MySQL refuses fails here too (docs/decisions/0004-mysql-vs-mariadb.md).

@@ -7,10 +7,14 @@ rather than skipping, so a green run always means the files were checked.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
 import re
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -261,8 +265,19 @@ def test_local_overlay_offers_the_dev_issuer_behind_a_profile(rendered) -> None:
     # Containers cannot reach the issuer of `./qi2 run` on the host's loopback.
     issuer = rendered["base+local"]["oidc-issuer"]
     assert issuer["profiles"] == ["dev-issuer"]
-    assert "webapp.dev.oidc_issuer" in issuer["command"]
+    assert "devkit.oidc_issuer" in issuer["command"]
     assert "oidc-issuer" not in rendered["base+prod"]
+
+
+@pytest.mark.parametrize("combination", ["base+override", "base+local", "base+local+vm"])
+def test_dev_issuer_runs_from_its_own_image(combination: str, rendered) -> None:
+    # Never the web image: that one ships without the development kit.
+    issuer = rendered[combination]["oidc-issuer"]
+    assert issuer["build"]["dockerfile"] == "devkit/Dockerfile", issuer["build"]
+    assert issuer["image"].startswith("quantimage2/dev-issuer:"), issuer["image"]
+    assert issuer["command"][:3] == ["python", "-m", "devkit.oidc_issuer"]
+    web_images = {rendered[combination][name]["image"] for name in ("webapp", "sockets")}
+    assert issuer["image"] not in web_images
 
 
 # Services that run our code and read Settings; the rest (db, redis, flower...) read none of it.
@@ -301,3 +316,135 @@ def test_app_services_get_only_settings_variables(combination: str, rendered) ->
             # Flower reads the broker URL and its own FLOWER_* variables, nothing else of ours.
             leaked = passed & (PROXY_AND_BACKUP | (settings - {"CELERY_BROKER_URL"}))
             assert not leaked, f"{combination}: {name} receives {sorted(leaked)}"
+
+
+# --- what ships: the app's wheel and the images built from it ------------------------------------
+
+# The production images run `pip install .` in their build stage and keep only the venv, so the
+# wheel's file list is what the images carry of the project.
+SHIPPED_DOCKERFILES = ["webapp/Dockerfile", "workers/Dockerfile"]
+# The app's wheel alone, offline, with the venv's setuptools (the images install it the same way).
+PIP_WHEEL = [
+    *(sys.executable, "-m", "pip", "wheel", "-q"),
+    *("--no-deps", "--no-build-isolation", "--no-index"),
+]
+
+
+@pytest.fixture(scope="module")
+def app_wheel_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The module paths in the app's wheel, built from a copy of the tracked tree."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=60
+    ).stdout.decode()
+    # A copy, so that the build's build/ and egg-info never land in the working tree.
+    source = tmp / "src"
+    for name in filter(None, tracked.split("\0")):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    out = tmp / "out"
+    subprocess.run([*PIP_WHEEL, "-w", str(out), str(source)], check=True, timeout=300)
+    (wheel,) = out.glob("quantimage2_backend-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        return [n for n in archive.namelist() if n.endswith(".py")]
+
+
+def test_app_wheel_has_the_app_and_no_dev_doubles(app_wheel_files: list[str]) -> None:
+    tops = {name.split("/")[0] for name in app_wheel_files}
+    print(f"\napp wheel: {len(app_wheel_files)} modules under {sorted(tops)}")
+    for package in ("shared", "webapp", "workers"):
+        assert f"{package}/__init__.py" in app_wheel_files, f"the wheel lacks {package}"
+    assert "webapp/wsgi.py" in app_wheel_files
+    assert "workers/celery_app.py" in app_wheel_files
+    doubles = [
+        name
+        for name in app_wheel_files
+        if name.startswith(("devkit/", "webapp/dev/")) or "synthetic" in name
+    ]
+    assert not doubles, f"the app wheel ships development doubles: {doubles}"
+    assert tops <= {"shared", "webapp", "workers"}, f"unexpected top-level packages: {tops}"
+
+
+@pytest.mark.parametrize("dockerfile", SHIPPED_DOCKERFILES)
+def test_production_images_copy_no_devkit(dockerfile: str) -> None:
+    copies = [
+        line.split()
+        for line in (ROOT / dockerfile).read_text(encoding="utf-8").splitlines()
+        if line.strip().upper().startswith(("COPY", "ADD"))
+    ]
+    # From the build context only: `COPY --from=<stage>` moves files between stages.
+    sources = {
+        word
+        for words in copies
+        if not any(w.startswith("--from=") for w in words)
+        for word in words[1:-1]
+        if not word.startswith("--")
+    }
+    assert sources, f"{dockerfile} copies nothing?"
+    assert not {s for s in sources if "devkit" in s or "dev/" in s}, f"{dockerfile}: {sources}"
+    # The project goes in as its three packages; a new top-level folder must be chosen on purpose.
+    assert {s for s in sources if not s.startswith(("requirements/", "pyproject", "README"))} == {
+        "shared",
+        "webapp",
+        "workers",
+    }, f"{dockerfile} copies {sorted(sources)}"
+
+
+# --- the local issuer's image (devkit/Dockerfile) -------------------------------------------------
+
+
+def _pins(name: str) -> dict[str, str]:
+    """Map each distribution pinned in requirements/<name> (normalised name) to its version."""
+    pins: dict[str, str] = {}
+    for line in (ROOT / "requirements" / name).read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            dist, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", dist).lower()] = version
+    return pins
+
+
+def test_issuer_image_copies_only_the_issuer() -> None:
+    text = (ROOT / "devkit" / "Dockerfile").read_text(encoding="utf-8")
+    copies = [line.split()[1:] for line in text.splitlines() if line.startswith(("COPY", "ADD"))]
+    from_context = {w for words in copies if not words[0].startswith("--") for w in words[:-1]}
+    assert from_context == {
+        "requirements/issuer.txt",
+        "devkit/__init__.py",
+        "devkit/oidc_issuer.py",
+    }, from_context
+    # The same base as the web image, so the two are patched together.
+    base = re.compile(r"^ARG PYTHON_IMAGE=(\S+)$", re.M)
+    web = (ROOT / "webapp" / "Dockerfile").read_text(encoding="utf-8")
+    assert base.findall(text) == base.findall(web)
+
+
+def test_issuer_image_has_every_distribution_the_issuer_imports() -> None:
+    # The image holds the issuer's module and requirements/issuer.txt, nothing of the app: each
+    # top-level import must come from the standard library or one of those pins.
+    tree = ast.parse((ROOT / "devkit" / "oidc_issuer.py").read_text(encoding="utf-8"))
+    tops = {
+        alias.name.split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import)
+        for alias in n.names
+    }
+    tops |= {
+        n.module.split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module and n.level == 0
+    }
+    third_party = tops - set(sys.stdlib_module_names) - {"__future__"}
+    assert third_party, "the issuer imports no third-party module?"
+    owners = importlib.metadata.packages_distributions()
+    pins = _pins("issuer.txt")
+    for module in sorted(third_party):
+        dists = {re.sub(r"[-_.]+", "-", d).lower() for d in owners.get(module, [])}
+        assert dists & set(pins), f"devkit/oidc_issuer.py imports {module}: not in issuer.txt"
+
+
+def test_issuer_pins_match_the_web_image() -> None:
+    web, issuer = _pins("web.txt"), _pins("issuer.txt")
+    assert {"flask", "pyjwt", "cryptography"} <= set(issuer)
+    differ = {d: (v, web.get(d)) for d, v in issuer.items() if web.get(d) != v}
+    assert not differ, f"issuer.txt pins differ from web.txt (issuer, web): {differ}"

@@ -22,12 +22,12 @@ import joblib
 import pytest
 import sqlalchemy as sa
 
+from devkit.synthetic import PatientTruth, write_cohort
 from shared import events
 from shared.clinical import service as clinical_service
 from shared.clinical.schemas import DefinitionSpec
 from shared.db.session import session_scope
 from shared.imaging.factory import local_albums_root
-from shared.imaging.synthetic import PatientTruth, write_cohort
 from shared.modeling.models import ModelArtifactChunk, TrainedModel, TrainingRun
 from tests.support.live import EventListener, wait_extraction_ready, wait_until
 

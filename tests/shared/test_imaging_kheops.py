@@ -9,6 +9,8 @@ import zipfile
 import pydicom
 import pytest
 
+from devkit.kheops_layer import utcnow
+from devkit.oidc_issuer import new_rsa_key
 from shared.errors import Forbidden, NotFound
 from shared.imaging.kheops import KheopsSource, extract_series, kheops_time
 from shared.imaging.source import (
@@ -18,8 +20,6 @@ from shared.imaging.source import (
     STRUCTURE_SET_ROI_SEQUENCE,
 )
 from tests.support.fixtures import PRIVATE_PATIENTS, SMALL_PATIENTS
-from webapp.dev.kheops_layer import utcnow
-from webapp.dev.oidc_issuer import new_rsa_key
 
 ROI_NAMES = {"GTV_Mass_CT", "GTV_Mass_PET", "GTV_Mass_MR_T1"}
 

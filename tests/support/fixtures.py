@@ -15,10 +15,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from shared.imaging.synthetic import PatientTruth, write_cohort
+from devkit.kheops_layer import KheopsLayer, LayerAlbum
+from devkit.oidc_issuer import LocalIssuer
+from devkit.synthetic import PatientTruth, write_cohort
 from tests.support.orthanc import OrthancServer, available
-from webapp.dev.kheops_layer import KheopsLayer, LayerAlbum
-from webapp.dev.oidc_issuer import LocalIssuer
 
 STS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sts"
 SHM = Path("/dev/shm")

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from jwt.utils import base64url_encode
 
-from webapp.dev.oidc_issuer import new_rsa_key
+from devkit.oidc_issuer import new_rsa_key
 
 
 def get_presets(client, token: str | None = None, header: str | None = None):

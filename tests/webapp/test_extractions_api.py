@@ -15,10 +15,10 @@ import redis
 import sqlalchemy as sa
 import yaml
 
+from devkit.synthetic import write_cohort
 from shared.albums.models import AlbumRoiCache
 from shared.extractions.models import ExtractionTask, FeatureExtraction
 from shared.imaging.factory import local_albums_root
-from shared.imaging.synthetic import write_cohort
 from shared.presets.service import DEFAULTS_DIR
 
 ALBUM = "synthetic-api"

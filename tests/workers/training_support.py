@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.imaging.synthetic import PatientTruth, write_cohort
+from devkit.synthetic import PatientTruth, write_cohort
 from shared.presets.config_schema import validate_config
 from workers.extraction.pipeline import extract_study
 from workers.training.engine import TrainingData

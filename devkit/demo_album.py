@@ -1,6 +1,6 @@
 """Write the demo album (a small synthetic CT + RTSTRUCT cohort) for the local dev platform.
 
-Usage: `python -m webapp.dev.demo_album <albums-dir>`; does nothing if the album exists.
+Usage: `python -m devkit.demo_album <albums-dir>`; does nothing if the album exists.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from shared.imaging.synthetic import write_cohort
+from devkit.synthetic import write_cohort
 
 DEMO_ALBUM = "demo"
 DEMO_PATIENTS = 12

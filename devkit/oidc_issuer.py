@@ -11,7 +11,7 @@ client_credentials grant, with the secret `quantimage2-dev-service-secret` (form
 `client_secret` or HTTP Basic). Any other client, or a wrong or missing secret, is refused
 with 401 `invalid_client`, as Keycloak does.
 
-Run alone: `python -m webapp.dev.oidc_issuer --port 8180`.
+Run alone: `python -m devkit.oidc_issuer --port 8180`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from shared.imaging.synthetic import Geometry, PatientTruth, Tumour, tumour_mask, write_cohort
+from devkit.synthetic import Geometry, PatientTruth, Tumour, tumour_mask, write_cohort
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import httpx
 import pydicom
 import pytest
 
+from devkit.kheops_layer import utcnow
 from shared.imaging.dicomweb import MULTIPART_DICOM, MultipartReader, multipart_boundary
 from shared.imaging.source import MODALITY, PATIENT_ID, PATIENT_NAME, SERIES_UID, STUDY_UID
 from tests.support.fixtures import PRIVATE_PATIENTS, SMALL_PATIENTS
-from webapp.dev.kheops_layer import utcnow
 
 
 class Api:

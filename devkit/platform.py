@@ -19,10 +19,10 @@ from pathlib import Path
 
 import httpx
 
-from webapp.dev.oidc_issuer import LocalIssuer, dev_users
+from devkit.oidc_issuer import LocalIssuer, dev_users
 from webapp.servers import api_command, socket_command
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]  # the repository (devkit is installed editable)
 VENV_BIN = Path(sys.executable).parent
 DEV_TOKEN_TTL = 12 * 3600
 
@@ -80,7 +80,7 @@ def prepare(env: dict[str, str]) -> None:
     cli = str(VENV_BIN / "quantimage2")
     run_step(env, cli, "db-upgrade")
     run_step(env, cli, "seed-presets")
-    run_step(env, sys.executable, "-m", "webapp.dev.demo_album", env["LOCAL_ALBUMS_DIR"])
+    run_step(env, sys.executable, "-m", "devkit.demo_album", env["LOCAL_ALBUMS_DIR"])
 
 
 def launch(env: dict[str, str], args: argparse.Namespace) -> list[subprocess.Popen]:

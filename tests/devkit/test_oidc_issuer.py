@@ -6,7 +6,7 @@ import httpx
 import jwt
 import pytest
 
-from webapp.dev.oidc_issuer import DEV_SERVICE_CLIENT, DEV_SERVICE_SECRET
+from devkit.oidc_issuer import DEV_SERVICE_CLIENT, DEV_SERVICE_SECRET
 
 
 def token(issuer, data, **kwargs) -> httpx.Response:

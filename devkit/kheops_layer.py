@@ -5,7 +5,7 @@ user subs); studies, series, metadata and WADO-RS answers come from an Orthanc D
 streamed through. Callers authenticate like with Kheops: a Keycloak-style RS256 access token
 (checked against a JWKS URL) or a capability secret created with `POST /api/capabilities`.
 
-Run alone: `python -m webapp.dev.kheops_layer --dicomweb http://127.0.0.1:8042/dicom-web
+Run alone: `python -m devkit.kheops_layer --dicomweb http://127.0.0.1:8042/dicom-web
 --jwks http://127.0.0.1:8180/realms/QuantImage-v2/protocol/openid-connect/certs
 --albums albums.yaml --port 8080` (albums file: `{id: {name, users: [sub], study_uids: [...]
 | query: {PatientID: "STS_*"}}}`).

@@ -1,0 +1,7 @@
+"""Development and test doubles, never shipped: the local OIDC issuer, the Kheops layer, the
+synthetic DICOM cohorts, the demo album and `./qi2 run`'s launcher.
+
+Its own distribution (devkit/pyproject.toml), installed editable next to the app by
+`./qi2 setup`; the app's wheel and images hold none of it, and shared, webapp and workers never
+import it (an import-linter contract). Only the issuer runs in an image (devkit/Dockerfile).
+"""

@@ -1,1 +1,0 @@
-"""Development and test services: local OIDC issuer, Kheops album layer, the dev platform runner."""
