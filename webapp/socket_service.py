@@ -237,6 +237,12 @@ class RestForwarder:
             log.warning("API upstream unreachable: %s", exc)
             await send_json(send, 502, {"error": "The API is not reachable"})
             return
+        if response.status_code >= 400 and not is_json(response):
+            # The API answers every error in JSON: this one is gunicorn's own HTML page for a
+            # request its parser refused (e.g. a request line over 4094 bytes: 414).
+            await response.aclose()
+            await send_json(send, response.status_code, {"error": response.reason_phrase})
+            return
         try:
             await send(
                 {
@@ -254,6 +260,11 @@ class RestForwarder:
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()
+
+
+def is_json(response: httpx.Response) -> bool:
+    """Tell whether a response declares a JSON body."""
+    return response.headers.get("content-type", "").startswith("application/json")
 
 
 def request_target(scope: Scope) -> bytes:
