@@ -11,8 +11,10 @@ checked. DELETE operations are left out, as in the issue's command, so the prime
 Priming (skip with --no-prime): random ids find nothing, so first the album (the dev platform's
 `demo`) gets, through the API and the platform's real workers, one finished extraction, one
 labelled outcome and one trained model; later runs reuse them. Half of the generated `album_id`
-values are then that album, so the album routes return these rows and the stateful phase
-reaches them by id.
+values are then that album, so the album routes return these rows and the by-id routes get
+real ids (from the answers, and along the document's OpenAPI links in the stateful phase). A
+quarter of the extraction and train request bodies are valid for the album, so the run also
+starts a few real extractions and trainings itself; the workers finish them after the run.
 
 Output: each distinct server error (operation, status, one request that caused it; never the
 token), then exactly one line
