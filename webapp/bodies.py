@@ -1,9 +1,11 @@
-"""Strict request input for every route: JSON bodies, path values and integer ids.
+"""Strict request input for every route: JSON and form bodies, path values and integer ids.
 
 A route that declares a JSON body (a `json` parameter, read by spectree) gets a valid, shallow
 JSON object or a 400 "request body is not valid JSON"; spectree alone would read a broken or
-missing body as `{}`. Path values with control characters and integer ids past 64 bits are
-refused here too, so no route (and no database driver) sees them.
+missing body as `{}`. A route that declares a form (a `form` parameter) gets a form or a 400
+naming its fields; spectree alone would call the route with `form=None`. Path values with
+control characters and integer ids past 64 bits are refused here too, so no route (and no
+database driver) sees them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_type_hints
 
 from flask import Flask, current_app, request
 from flask.json.provider import DefaultJSONProvider
@@ -24,7 +26,8 @@ from shared.schemas import CONTROL_CHARACTERS, INT64_MAX
 NOT_JSON = "request body is not valid JSON"
 MAX_JSON_DEPTH = 64
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_takes_json: dict[Callable[..., Any], bool] = {}
+FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+_body_kinds: dict[Callable[..., Any], str | None] = {}
 
 
 class StrictJSONProvider(DefaultJSONProvider):
@@ -61,11 +64,18 @@ def _depth(data: Any) -> int:
     return deepest
 
 
+def body_kind(view: Callable[..., Any]) -> str | None:
+    """Return "json" or "form" when a view declares that body (a parameter of its innermost
+    function, as spectree reads it), else None."""
+    if view not in _body_kinds:
+        parameters = inspect.signature(inspect.unwrap(view)).parameters
+        _body_kinds[view] = next((k for k in ("json", "form") if k in parameters), None)
+    return _body_kinds[view]
+
+
 def takes_json(view: Callable[..., Any]) -> bool:
-    """Tell whether a view declares a JSON body (its innermost function has a `json` parameter)."""
-    if view not in _takes_json:
-        _takes_json[view] = "json" in inspect.signature(inspect.unwrap(view)).parameters
-    return _takes_json[view]
+    """Tell whether a view declares a JSON body."""
+    return body_kind(view) == "json"
 
 
 def _not_json(reason: str) -> InvalidInput:
@@ -73,13 +83,30 @@ def _not_json(reason: str) -> InvalidInput:
     return InvalidInput(NOT_JSON, details=[{"key": "body", "message": reason}])
 
 
-def parse_json_body() -> None:
-    """Before a JSON route runs: parse its body strictly (Flask caches it for spectree)."""
+def check_request_body() -> None:
+    """Before a route with a declared body runs: a JSON body parsed strictly (Flask caches it
+    for spectree), a form body present as a form."""
     if request.method not in BODY_METHODS or request.endpoint is None:
         return
     view = current_app.view_functions.get(request.endpoint)
-    if view is None or not takes_json(view):
-        return
+    kind = body_kind(view) if view is not None else None
+    if kind == "json":
+        _parse_json_body()
+    elif kind == "form" and request.mimetype not in FORM_TYPES:
+        raise _not_a_form(view)  # type: ignore[arg-type]
+
+
+def _not_a_form(view: Callable[..., Any]) -> InvalidInput:
+    """Build the 400 of a missing form, naming the fields the route requires."""
+    model = get_type_hints(inspect.unwrap(view))["form"]
+    required = [name for name, field in model.model_fields.items() if field.is_required()]
+    sent = f"Content-Type {request.mimetype!r}" if request.mimetype else "no Content-Type"
+    message = f"request body must be multipart/form-data with the field(s) {', '.join(required)}"
+    return InvalidInput(f"{message}; got {sent}", details=[{"key": "body", "message": message}])
+
+
+def _parse_json_body() -> None:
+    """Parse the JSON body: a JSON object nested at most MAX_JSON_DEPTH levels."""
     if not request.is_json:
         raise _not_json(f"Content-Type must be application/json, not {request.mimetype!r}")
     try:
@@ -114,4 +141,4 @@ def init_app(app: Flask) -> None:
     app.json = StrictJSONProvider(app)
     app.json.sort_keys = False  # the contract keeps insertion order
     app.before_request(check_path_values)
-    app.before_request(parse_json_body)
+    app.before_request(check_request_body)

@@ -67,9 +67,22 @@ def _database_error(exc: sa_exc.DBAPIError) -> Response:
     return response
 
 
+def _integrity_error(exc: sa_exc.IntegrityError) -> Response:
+    """A write the database's constraints refused is a 409: the services check duplicates and
+    owners first, so what still lands here is a race or a collation the check did not see
+    (MariaDB's unique keys treat 'a' and 'a ' as one name). The log names the constraint
+    error, never the values (they may be patient ids)."""
+    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    log.warning("the database refused a write (%s): %s", code, (exc.statement or "")[:200])
+    return error_response(
+        409, "The request conflicts with existing data (a duplicate name or a vanished row)"
+    )
+
+
 def init_app(app: Flask) -> None:
     """Register the handlers."""
     app.register_error_handler(DomainError, _domain_error)
+    app.register_error_handler(sa_exc.IntegrityError, _integrity_error)
     app.register_error_handler(sa_exc.DBAPIError, _database_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

@@ -2,10 +2,15 @@
 
 The docs page is Swagger UI with its assets served from the installed `swagger-ui-bundle`
 package under /docs/assets/: the page loads nothing from another host.
+
+The document also states, as OpenAPI links, which answers name the ids that the by-id routes
+take, so that a client (and Schemathesis' stateful phase, `./qi2 fuzz`) can follow a list or a
+creation into them instead of guessing ids.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Flask, abort, jsonify, redirect, send_from_directory
@@ -28,6 +33,21 @@ ASSETS = frozenset(
     }
 )
 ASSET_MAX_AGE = 24 * 3600
+# Path parameter -> the 200 answers that name such an id: (path, method, JSON pointer). A list's
+# first item stands for the list (a runtime expression names one value).
+ID_SOURCES: dict[str, list[tuple[str, str, str]]] = {
+    "extraction_id": [
+        ("/extractions/album/{album_id}", "get", "/id"),
+        ("/extract/album/{album_id}", "post", "/id"),
+    ],
+    "category_id": [
+        ("/label-categories/{album_id}", "post", "/id"),
+        ("/label-categories/{album_id}", "get", "/0/id"),
+    ],
+    "model_id": [("/models/{album_id}", "get", "/0/id")],
+    "collection_id": [("/feature-collections/new", "post", "/collection/id")],
+    "preset_id": [("/feature-presets", "post", "/id"), ("/feature-presets", "get", "/0/id")],
+}
 
 # spectree formats this with str.format (spec_url, ...): literal braces are doubled.
 SWAGGER_PAGE = f"""<!DOCTYPE html>
@@ -60,7 +80,8 @@ SWAGGER_PAGE = f"""<!DOCTYPE html>
 
 
 def document() -> dict[str, Any]:
-    """Return the OpenAPI document, its path parameters bounded as `webapp.bodies` enforces."""
+    """Return the OpenAPI document, its path parameters bounded as `webapp.bodies` enforces and
+    its id-naming answers linked to the routes that take the id."""
     generated = spec.spec  # built once and cached by spectree (also served at /docs/openapi.json)
     if not generated.get("x-path-bounds"):
         for operations in generated.get("paths", {}).values():
@@ -68,8 +89,30 @@ def document() -> dict[str, Any]:
                 for parameter in operation.get("parameters", []):
                     if parameter.get("in") == "path":
                         _bound(parameter["schema"])
+        _link_ids(generated.get("paths", {}))
         generated["x-path-bounds"] = True
     return generated
+
+
+def _link_ids(paths: dict[str, Any]) -> None:
+    """Add an OpenAPI link from each id-naming answer to every operation taking that id."""
+    for name, sources in ID_SOURCES.items():
+        takers = [
+            (path, operation)
+            for path, operations in paths.items()
+            for operation in operations.values()
+            if any(p["in"] == "path" and p["name"] == name for p in operation.get("parameters", []))
+        ]
+        for path, method, pointer in sources:
+            answer = paths[path][method]["responses"]["200"]
+            links = answer.setdefault("links", {})
+            for target_path, target in takers:
+                parameters = {name: f"$response.body#{pointer}"}
+                if "{album_id}" in target_path and "{album_id}" in path:
+                    parameters["album_id"] = "$request.path.album_id"
+                # Link names follow the components' key pattern; operation ids hold braces.
+                key = re.sub(r"[^A-Za-z0-9._-]", "", target["operationId"])
+                links[key] = {"operationId": target["operationId"], "parameters": parameters}
 
 
 def _bound(schema: dict[str, Any]) -> None:

@@ -58,6 +58,11 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+# Headers of the API's response that the front replaces: uvicorn writes this process's one
+# `Date` (on its own answers too), and no `Server`, which names the software to an attacker.
+# gunicorn writes both and has no setting to stop, so forwarding them would send two `Date`
+# fields (a singleton field, RFC 9110 §6.6.1) and two `Server`.
+DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {b"date", b"server"}
 
 
 def token_from(auth: Any, query_string: str) -> str | None:
@@ -164,7 +169,25 @@ class RestForwarder:
         elif self.upstream is None:
             await send_json(send, 404, {"error": "This service only serves /socket.io/"})
         else:
-            await self._forward(scope, receive, send)
+            await self._forward_or_answer(scope, receive, send)
+
+    async def _forward_or_answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Forward; a failure before the response started still answers in the API's JSON shape
+        (uvicorn's own answer would be a plain-text 500)."""
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._forward(scope, receive, tracking_send)
+        except Exception:
+            log.exception("forwarding %s failed", scope["method"])
+            if started:
+                raise
+            await send_json(send, 500, {"error": "Internal server error"})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """Close the upstream connection pool on shutdown."""
@@ -189,21 +212,36 @@ class RestForwarder:
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Stream the request to the API and its response back."""
-        url = self.upstream + scope["path"]
-        if scope.get("query_string"):
-            url += "?" + scope["query_string"].decode("latin-1")
         headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
         client_addr = scope.get("client")
         if client_addr:
             headers.append((b"x-forwarded-for", client_addr[0].encode()))
-        request = self.client().build_request(
-            scope["method"], url, headers=headers, content=request_body(receive)
-        )
         try:
+            # The target goes out byte for byte as the client sent it, still percent-encoded
+            # (httpcore's `target` extension), so the API judges what the client asked. A URL
+            # rebuilt from the decoded ASGI path held e.g. `%0D` as a `\r` that httpx refuses,
+            # and httpx also drops `.` and `..` segments from the URLs it parses.
+            request = self.client().build_request(
+                scope["method"],
+                self.upstream,
+                headers=headers,
+                content=request_body(receive),
+                extensions={"target": request_target(scope)},
+            )
             response = await self.client().send(request, stream=True)
+        except (httpx.InvalidURL, httpx.LocalProtocolError) as exc:
+            log.info("request not forwarded: %s", exc)
+            await send_json(send, 400, {"error": f"The request cannot be forwarded: {exc}"})
+            return
         except httpx.HTTPError as exc:
             log.warning("API upstream unreachable: %s", exc)
             await send_json(send, 502, {"error": "The API is not reachable"})
+            return
+        if response.status_code >= 400 and not is_json(response):
+            # The API answers every error in JSON: this one is gunicorn's own HTML page for a
+            # request its parser refused (e.g. a request line over 4094 bytes: 414).
+            await response.aclose()
+            await send_json(send, response.status_code, {"error": response.reason_phrase})
             return
         try:
             await send(
@@ -211,7 +249,9 @@ class RestForwarder:
                     "type": "http.response.start",
                     "status": response.status_code,
                     "headers": [
-                        (k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP
+                        (k, v)
+                        for k, v in response.headers.raw
+                        if k.lower() not in DROPPED_RESPONSE_HEADERS
                     ],
                 }
             )
@@ -220,6 +260,19 @@ class RestForwarder:
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()
+
+
+def is_json(response: httpx.Response) -> bool:
+    """Tell whether a response declares a JSON body."""
+    return response.headers.get("content-type", "").startswith("application/json")
+
+
+def request_target(scope: Scope) -> bytes:
+    """Return the request target as received: the raw path (still percent-encoded) and query."""
+    target = scope.get("raw_path") or scope["path"].encode()
+    if scope.get("query_string"):
+        target += b"?" + scope["query_string"]
+    return target
 
 
 async def request_body(receive: Receive) -> AsyncIterator[bytes]:
@@ -262,6 +315,9 @@ def main(argv: list[str] | None = None) -> None:
         ws="websockets",
         lifespan="on",
         access_log=False,
+        # One Date per response (uvicorn's; the API's is dropped when forwarding), no Server.
+        server_header=False,
+        date_header=True,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
     )

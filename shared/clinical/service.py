@@ -22,7 +22,7 @@ from shared.clinical.models import (
 )
 from shared.clinical.schemas import DefinitionEdit, DefinitionSpec
 from shared.db import owned
-from shared.errors import InvalidInput, NotFound
+from shared.errors import Conflict, InvalidInput, NotFound
 
 DEFAULT_FILE = "Clinical features"
 MISSING = {"", "N/A"}
@@ -96,25 +96,61 @@ def update_definitions(
 ) -> list[ClinicalFeatureDefinition]:
     """Apply edited definitions, found by id or else by name among the album's."""
     by_name = {d.name: d for d in list_definitions(session, user_id=user_id, album_id=album_id)}
-    updated = []
-    for edit in edits:
-        if edit.id is not None:
-            definition = owned.get_owned(
-                session,
-                ClinicalFeatureDefinition,
-                edit.id,
-                user_id=user_id,
-                missing=f"Clinical feature definition {edit.id} not found",
-            )
-            definition.name = edit.name
-        elif edit.name in by_name:
-            definition = by_name[edit.name]
-        else:
-            raise NotFound(f"Clinical feature definition {edit.name!r} not found")
+    targets = [(_edited(session, edit, by_name, user_id), edit) for edit in edits]
+    _ensure_names_free(session, [(definition, edit.name) for definition, edit in targets])
+    for definition, edit in targets:
+        definition.name = edit.name
         _apply(definition, edit)
-        updated.append(definition)
     session.flush()
-    return updated
+    return [definition for definition, _ in targets]
+
+
+def _edited(
+    session: so.Session,
+    edit: DefinitionEdit,
+    by_name: Mapping[str, ClinicalFeatureDefinition],
+    user_id: str,
+) -> ClinicalFeatureDefinition:
+    """Find the definition an edit targets: the caller's by id, else the album's by name."""
+    if edit.id is not None:
+        return owned.get_owned(
+            session,
+            ClinicalFeatureDefinition,
+            edit.id,
+            user_id=user_id,
+            missing=f"Clinical feature definition {edit.id} not found",
+        )
+    if edit.name in by_name:
+        return by_name[edit.name]
+    raise NotFound(f"Clinical feature definition {edit.name!r} not found")
+
+
+def _ensure_names_free(
+    session: so.Session, renames: Sequence[tuple[ClinicalFeatureDefinition, str]]
+) -> None:
+    """Refuse a new name that another definition of the same file holds now, or that two edits
+    claim: checked before writing, so the unique (file, name) key never has to refuse it."""
+    claimed: dict[tuple[int, str], int] = {}
+    for definition, name in renames:
+        key = (definition.clinical_feature_file_id, name)
+        if claimed.setdefault(key, definition.id) != definition.id:
+            raise Conflict(f"Two edits give the name {name!r} to definitions of one clinical file")
+        if name == definition.name:
+            continue
+        # SQL, not Python, compares the names: the column's collation decides what clashes.
+        holder = session.scalar(
+            sa.select(ClinicalFeatureDefinition.id).where(
+                ClinicalFeatureDefinition.clinical_feature_file_id == key[0],
+                ClinicalFeatureDefinition.name == name,
+                ClinicalFeatureDefinition.id != definition.id,
+            )
+        )
+        if holder is not None:
+            raise Conflict(
+                f"Clinical feature definition {name!r} already exists in this clinical file"
+                f" (definition {holder}); rename that one first",
+                details=[{"key": "name", "message": f"{name!r} is taken"}],
+            )
 
 
 def delete_definitions(session: so.Session, *, user_id: str, album_id: str) -> int:

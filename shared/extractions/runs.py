@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from sqlalchemy.orm.exc import StaleDataError
 
 from shared.db.base import utcnow
 from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
@@ -107,7 +108,8 @@ def _credential(session: so.Session, extraction: FeatureExtraction) -> str | Non
 def progress(
     session: so.Session, *, task_row_id: int, step: int, message: str
 ) -> ExtractionTask | None:
-    """Record a step; None when the extraction was cancelled meanwhile."""
+    """Record a step; None when the extraction was cancelled meanwhile (the caller then rolls
+    its unit of work back)."""
     task = session.get(ExtractionTask, task_row_id)
     if task is None:
         return None
@@ -115,7 +117,10 @@ def progress(
     task.current_step = step
     task.total_steps = TOTAL_STEPS
     task.status_message = message
-    session.flush()
+    try:
+        session.flush()
+    except StaleDataError:  # a cancel deleted the row after it was read (./qi2 fuzz)
+        return None
     return task
 
 

@@ -61,6 +61,17 @@ def test_ended_or_cancelled_tasks_are_not_claimed(db):
     assert runs.claim(db, task_row_id=987654321, celery_id="x") is None
 
 
+def test_a_cancel_between_reading_and_updating_a_task_is_a_cancel(db):
+    # ./qi2 fuzz cancelled extractions while their studies ran: the task row went away between
+    # progress()'s read and its UPDATE, a StaleDataError logged as an unexpected study failure.
+    task = make_extraction(db).tasks[0]
+    # Deleted behind the session's back, as another process does: the session still holds it.
+    table = ExtractionTask.__table__
+    db.connection().execute(sa.delete(table).where(table.c.id == task.id))
+    assert runs.progress(db, task_row_id=task.id, step=2, message="Storing") is None
+    db.rollback()
+
+
 def test_extraction_finishes_when_every_study_ended_even_with_failures(db):
     extraction = make_extraction(db, n=2)
     first, second = extraction.tasks

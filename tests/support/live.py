@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,7 @@ from werkzeug.serving import make_server
 from shared import events
 from shared.db import session as db_session
 from shared.db.all_models import Base
-from webapp.servers import socket_command
+from webapp.servers import api_command, socket_command
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -130,6 +131,34 @@ def live_url(app, live_db, tmp_path_factory) -> Iterator[str]:
     yield url
     service.stop()
     stop_api()
+
+
+@dataclass(frozen=True)
+class ServedShape:
+    """The web tier as `./qi2 run` and the local/VM overlays serve it: the one origin (`url`,
+    the Socket.IO front) forwarding to the API under gunicorn (`api_url`)."""
+
+    url: str
+    api_url: str
+
+
+@pytest.fixture(scope="module")
+def served_front(live_db, tmp_path_factory) -> Iterator[ServedShape]:
+    """gunicorn (the API, as production runs it) behind the Socket.IO front, on loopback ports,
+    sharing the test database (committed rows: `live_db`) and the test settings."""
+    folder = tmp_path_factory.mktemp("served")
+    api_port = free_port()
+    api_url = f"http://127.0.0.1:{api_port}"
+    api = ServedProcess(api_command("127.0.0.1", api_port), folder / "api.log", "/")
+    try:
+        api.wait_ready(api_url)
+        url, front = start_socket_service(folder / "front.log", api_url)
+    except BaseException:
+        api.stop()
+        raise
+    yield ServedShape(url=url, api_url=api_url)
+    front.stop()
+    api.stop()
 
 
 class WorkerProcess:

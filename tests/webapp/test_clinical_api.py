@@ -116,6 +116,40 @@ def test_edit_definitions_by_id_or_name_owner_only(client, auth):
     assert post(client, auth, f"/clinical-features{Q}", {"patient_ids": ["P1"]}, "carol").json == {}
 
 
+SPEC = {"feat_type": "Number", "encoding": "Normalization", "missing_values": "Median"}
+
+
+def test_renaming_onto_an_existing_name_is_a_409_naming_it(client, auth):
+    # Issue #13: the unique (file, name) key refused the UPDATE: an IntegrityError, a 500.
+    url = "/clinical-features-definitions?album_id=0"
+    saved = post(client, auth, url, {"clinical_feature_definitions": {"Age": SPEC, "BMI": SPEC}})
+    age, bmi = saved.json
+
+    def patch(*edits):
+        body = {"clinical_feature_definitions": list(edits)}
+        return client.patch(url, json=body, headers=auth.headers())
+
+    onto = patch({**SPEC, "id": age["id"], "name": "BMI"})
+    assert onto.status_code == 409, onto.get_data()
+    assert onto.json["error"] == (
+        f"Clinical feature definition 'BMI' already exists in this clinical file"
+        f" (definition {bmi['id']}); rename that one first"
+    )
+    twice = patch(
+        {**SPEC, "id": age["id"], "name": "Weight"}, {**SPEC, "id": bmi["id"], "name": "Weight"}
+    )
+    assert twice.status_code == 409
+    assert "'Weight'" in twice.json["error"]
+    swap = patch({**SPEC, "id": age["id"], "name": "BMI"}, {**SPEC, "id": bmi["id"], "name": "Age"})
+    assert swap.status_code == 409
+    names = [d["name"] for d in client.get(url, headers=auth.headers()).json]
+    assert names == ["Age", "BMI"]  # nothing written
+    renamed = patch({**SPEC, "id": age["id"], "name": "Weight"}, {**SPEC, "id": bmi["id"]})
+    assert renamed.status_code == 400  # an edit without a name
+    kept = patch({**age, "name": "Age", "missing_values": "Mean"})
+    assert kept.status_code == 200 and kept.json[0]["missing_values"] == "Mean"
+
+
 @pytest.mark.parametrize(
     ("url", "body", "message"),
     [

@@ -1,8 +1,9 @@
-"""One error mapping: 404, 405, 413 and 500 are JSON `{"error": ...}` too."""
+"""One error mapping: 404, 405, 409, 413 and 500 are JSON `{"error": ...}` too."""
 
 from __future__ import annotations
 
 from shared.navigation import service as navigation_service
+from shared.presets.models import FeaturePreset
 
 
 def test_unknown_url_is_json_404(client, auth):
@@ -42,3 +43,19 @@ def test_unexpected_exception_is_json_500_without_details(client, auth, monkeypa
     response = client.post("/navigation", json={"path": "/x"}, headers=auth.headers())
     assert response.status_code == 500
     assert response.json == {"error": "Internal server error"}
+
+
+def test_a_write_the_database_refuses_is_a_json_409(client, auth, monkeypatch):
+    # Services check duplicates before writing; what still reaches a unique key (a race) is
+    # MariaDB's real IntegrityError, answered as a conflict instead of a 500 (issue #13).
+    def duplicate(session, **_kwargs):
+        for _ in range(2):
+            session.add(FeaturePreset(name="twin", file_name="twin.yaml", config_yaml="{}\n"))
+        session.flush()
+
+    monkeypatch.setattr(navigation_service, "record_visit", duplicate)
+    response = client.post("/navigation", json={"path": "/x"}, headers=auth.headers())
+    assert response.status_code == 409
+    assert response.json == {
+        "error": "The request conflicts with existing data (a duplicate name or a vanished row)"
+    }

@@ -104,3 +104,31 @@ def test_openapi_path_parameters_state_their_bounds(client):
         "maximum": 2**63 - 1,
     }
     assert parameters["album_id"] == {"type": "string", "minLength": 1, "maxLength": 128}
+
+
+def test_openapi_links_carry_ids_into_the_routes_that_take_them(client):
+    paths = client.get("/openapi.json").json["paths"]
+    operations = {
+        op["operationId"]: (path, op) for path, ops in paths.items() for op in ops.values()
+    }
+    latest = paths["/extractions/album/{album_id}"]["get"]["responses"]["200"]["links"]
+    assert latest["get__extractions_extraction_id"] == {
+        "operationId": "get__extractions_{extraction_id}",
+        "parameters": {"extraction_id": "$response.body#/id"},
+    }
+    created = paths["/label-categories/{album_id}"]["post"]["responses"]["200"]["links"]
+    assert created["patch__albums_album_id_current-outcome_category_id"]["parameters"] == {
+        "category_id": "$response.body#/id",
+        "album_id": "$request.path.album_id",
+    }
+    linked = set()
+    for ops in paths.values():
+        for op in ops.values():
+            for link in op["responses"].get("200", {}).get("links", {}).values():
+                path, target = operations[link["operationId"]]
+                names = {p["name"] for p in target["parameters"] if p["in"] == "path"}
+                assert set(link["parameters"]) == names, (path, link)
+                linked.add(path)
+    # Every route that takes an id in its path is reachable through a link.
+    taking_ids = {path for path in paths if re.search(r"\{(?!album_id)\w+\}", path)}
+    assert taking_ids <= linked, sorted(taking_ids - linked)

@@ -215,6 +215,38 @@ def test_patch_requires_name_and_admin(client, auth, preset_yaml, seeded):
     )
 
 
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        ({}, "no Content-Type"),
+        ({"json": {"name": "PET/CT v2"}}, "Content-Type 'application/json'"),
+        ({"data": b"name=x", "content_type": "text/plain"}, "Content-Type 'text/plain'"),
+    ],
+    ids=["no-body", "json", "text"],
+)
+def test_patch_without_a_form_is_a_400_naming_the_form(client, auth, seeded, body, sent):
+    # Issue #13: no body (or a non-form body) reached update_preset with form=None, a 500.
+    preset_id = client.get("/feature-presets", headers=auth.headers()).json[0]["id"]
+    response = client.patch(f"/feature-presets/{preset_id}", headers=auth.headers("alice"), **body)
+    assert response.status_code == 400, response.get_data()
+    assert response.json["error"] == (
+        f"request body must be multipart/form-data with the field(s) name; got {sent}"
+    )
+    assert client.post("/feature-presets", headers=auth.headers("alice"), **body).status_code == 400
+
+
+def test_patch_with_a_form_but_no_name_names_the_field(client, auth, seeded):
+    preset_id = client.get("/feature-presets", headers=auth.headers()).json[0]["id"]
+    response = client.patch(
+        f"/feature-presets/{preset_id}",
+        data={"file": "PETCT_all.yaml"},
+        headers=auth.headers("alice"),
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 400
+    assert response.json["details"] == [{"key": "name", "message": "Field required"}]
+
+
 # --- hostile presets (issue #8 §2) -------------------------------------------------------------
 
 ANCHOR = "    bspline_resampler:"  # the first processor of `common` in the PET/CT preset
