@@ -55,6 +55,7 @@ def _register_blueprints(app: Flask) -> None:
         labels,
         models,
         navigation,
+        predictions,
         presets,
     )
 
@@ -68,6 +69,7 @@ def _register_blueprints(app: Flask) -> None:
         collections,
         clinical,
         models,
+        predictions,
     )
     for module in modules:
         app.register_blueprint(module.bp)

@@ -105,7 +105,7 @@ def _revoke(task_ids: list[str]) -> None:
     if not task_ids:
         return
     try:
-        jobs.client().control.revoke(task_ids, terminate=True)
+        jobs.revoke(task_ids)
     except Exception as exc:  # the rows are gone already; workers will skip the tasks
         log.warning("revoking %d tasks failed: %s", len(task_ids), exc)
 
