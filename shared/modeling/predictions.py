@@ -262,8 +262,12 @@ def _add_validation(
     prepared.excluded = {p: "used to train this model" for p in labelled if p in trained_on}
     used = [p for p in labelled if p not in trained_on]
     if not used:
-        reason = "only patients the model was trained on" if labelled else "no predicted patient"
-        prepared.validation = f"No validation: {reason} has a label of {category.name!r}"
+        prepared.validation = (
+            f"No validation: every patient labelled in {category.name!r} was used to train "
+            "the model"
+            if labelled
+            else f"No validation: no patient of the extraction is labelled in {category.name!r}"
+        )
         return
     prepared.outcome = labels.frame(used)
     prepared.label_category_id = category.id

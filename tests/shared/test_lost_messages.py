@@ -27,16 +27,18 @@ from tests.webapp.test_models_api import (
 from workers.celery_app import broker_task_ids, sweep_lost_messages
 
 AFTER = 120  # the default LOST_MESSAGE_AFTER_SECONDS: rows are aged past it by hand
+UNACKED_TAG = "qi2-test-lost-messages"  # this test's entry in the broker's delivered set
 
 
 @pytest.fixture
 def broker(settings):
-    """The broker's training and prediction queues and delivered set, emptied around the test."""
+    """The broker's training and prediction queues, emptied around the test."""
     client = redis.Redis.from_url(settings.celery_broker_url)
-    keys = (jobs.TRAINING_QUEUE, jobs.PREDICTION_QUEUE, "unacked", "unacked_index")
+    keys = (jobs.TRAINING_QUEUE, jobs.PREDICTION_QUEUE)
     client.delete(*keys)
     yield client
     client.delete(*keys)
+    client.hdel("unacked", UNACKED_TAG)
     client.close()
 
 
@@ -169,12 +171,13 @@ def test_jobs_held_by_a_worker_waiting_or_fresh_are_left_alone(db, broker, jobs_
     run, prediction = jobs_rows
     # The run's message was handed to a worker (the delivered set, as kombu keeps it).
     message = {"headers": {"id": run.task_id}, "properties": {}}
-    broker.hset("unacked", "tag-1", json.dumps([message, "", jobs.TRAINING_QUEUE]))
+    broker.hset("unacked", UNACKED_TAG, json.dumps([message, "", jobs.TRAINING_QUEUE]))
     jobs.send(jobs.PREDICT, prediction.id, task_id=prediction.task_id)  # waiting its turn
     age(db, run, prediction)
     assert broker_task_ids([jobs.PREDICTION_QUEUE]) >= {run.task_id, prediction.task_id}
     assert sweep_lost_messages() == {"requeued": [], "failed": []}
-    broker.delete(jobs.PREDICTION_QUEUE, "unacked")
+    broker.delete(jobs.PREDICTION_QUEUE)
+    broker.hdel("unacked", UNACKED_TAG)
     fresh = lost_messages.candidates(
         db, predictions.LIFECYCLE, older_than=dt.timedelta(seconds=10**6)
     )
