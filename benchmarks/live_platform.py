@@ -5,6 +5,9 @@ end), the local issuer in this process, and as subprocesses the commands of weba
 (the gunicorn API behind the Socket.IO front) and real Celery workers of this repository. Seeds
 benchmarks/seeding.py's 300-patient extraction and outcome, and trains a small model through
 the API, so that predictions have something to apply.
+
+`source` runs the API and the workers from another checkout of this repository instead (its
+migrations build the database), to measure an older design with the same harness.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class Platform:
     database: str
     engine: Any
     issuer: Any
+    source: Path = ROOT  # the checkout whose code the API and the workers run
     extraction_id: int = 0
     category_id: int = 0
     url: str = ""
@@ -66,8 +70,9 @@ class Platform:
     def spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         """Start a child with its output in the run's log folder."""
         log = (self.work / "logs" / f"{name}.log").open("ab")
+        env = {**self.env, "PYTHONPATH": str(self.source)}
         process = subprocess.Popen(
-            command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            command, cwd=self.source, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         self.processes[name] = process
         return process
@@ -165,13 +170,15 @@ class Platform:
             raise RuntimeError(f"the small model failed: {row.error}")
         return int(row.model_id)
 
-    def predict(self, model_id: int, client: httpx.Client | None = None) -> httpx.Response:
+    def predict(
+        self, model_id: int, client: httpx.Client | None = None, timeout: float = 60.0
+    ) -> httpx.Response:
         """POST predict on the seeded extraction."""
         return (client or httpx).post(
             f"{self.url}/models/{model_id}/predict",
             json={"extraction-id": self.extraction_id},
             headers=self.headers,
-            timeout=60,
+            timeout=timeout,
         )
 
 
@@ -188,7 +195,7 @@ def wait_http(url: str, timeout: float = 90.0) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def open_platform(redis_db: int, name: str) -> Platform:
+def open_platform(redis_db: int, name: str, source: Path = ROOT) -> Platform:
     """Create the database, seed it, configure this process; the web tier is not started yet."""
     import redis
     import sqlalchemy as sa
@@ -218,9 +225,18 @@ def open_platform(redis_db: int, name: str) -> Platform:
     os.environ.update(env)
     redis.Redis.from_url(redis_url).flushdb()
     admin(f"CREATE DATABASE {database} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    migrate.upgrade(env["DATABASE_URL"])
+    if source == ROOT:
+        migrate.upgrade(env["DATABASE_URL"])
+    else:  # the other checkout's own migrations
+        upgrade = f"from shared.db import migrate; migrate.upgrade({env['DATABASE_URL']!r})"
+        subprocess.run(
+            [sys.executable, "-c", upgrade],
+            cwd=source,
+            env={**env, "PYTHONPATH": str(source)},
+            check=True,
+        )
     engine = sa.create_engine(env["DATABASE_URL"], pool_pre_ping=True)
-    platform = Platform(env, work, database, engine, issuer)
+    platform = Platform(env, work, database, engine, issuer, source=source)
     platform.extraction_id = seed(engine, OWNER_SUB)
     with engine.begin() as connection:
         platform.category_id = connection.execute(

@@ -23,7 +23,7 @@ import sqlalchemy.orm as so
 from shared import events, jobs, lost_messages
 from shared.db import owned
 from shared.db.base import utcnow
-from shared.errors import DomainError, InvalidInput, ServiceUnavailable
+from shared.errors import DomainError, InvalidInput, NotFound, ServiceUnavailable
 from shared.extractions import service as extraction_service
 from shared.extractions.models import FeatureExtraction
 from shared.labels import service as label_service
@@ -84,9 +84,7 @@ def start(session: so.Session, *, user_id: str, model_id: int, extraction_id: in
     Only cheap reads: the model and the extraction must be the caller's (404 otherwise), and
     the extraction (with its album's clinical data) must provide every input column.
     """
-    model = owned.get_owned(
-        session, TrainedModel, model_id, user_id=user_id, missing="Model not found"
-    )
+    model = _owned_model(session, user_id=user_id, model_id=model_id)
     extraction = extraction_service.get_owned(session, user_id=user_id, extraction_id=extraction_id)
     available = dataset.available_columns(
         session, user_id=user_id, album_id=extraction.album_id, extraction_id=extraction.id
@@ -106,6 +104,22 @@ def start(session: so.Session, *, user_id: str, model_id: int, extraction_id: in
     prediction.task_id = LIFECYCLE.task_id(prediction)
     session.flush()
     return prediction
+
+
+def _owned_model(session: so.Session, *, user_id: str, model_id: int) -> sa.Row:
+    """Read the id, owner and input columns of the caller's model (404 for anyone else's).
+
+    Only these columns: the model row's JSON results (bootstrap values, per-resample scores)
+    are hundreds of kB that a request would otherwise parse for nothing.
+    """
+    row = session.execute(
+        sa.select(TrainedModel.id, TrainedModel.user_id, TrainedModel.input_columns).where(
+            TrainedModel.id == model_id
+        )
+    ).one_or_none()
+    if row is None or row.user_id != user_id:
+        raise NotFound("Model not found")
+    return row
 
 
 def _missing_text(extraction_id: int, missing: list[str]) -> str:
@@ -135,7 +149,7 @@ def get_owned(session: so.Session, *, user_id: str, prediction_id: int) -> Predi
 
 def list_for_model(session: so.Session, *, user_id: str, model_id: int) -> list[Prediction]:
     """Return the predictions of the caller's model, newest first (404 for another's model)."""
-    owned.get_owned(session, TrainedModel, model_id, user_id=user_id, missing="Model not found")
+    _owned_model(session, user_id=user_id, model_id=model_id)
     query = (
         sa.select(Prediction)
         .where(Prediction.model_id == model_id, Prediction.user_id == user_id)
