@@ -100,9 +100,7 @@ def start(session: so.Session, *, user_id: str, model_id: int, extraction_id: in
         phase="pending",
     )
     session.add(prediction)
-    session.flush()
-    prediction.task_id = LIFECYCLE.task_id(prediction)
-    session.flush()
+    session.flush()  # the id; its message will carry LIFECYCLE.task_id (prediction-<id>)
     return prediction
 
 

@@ -118,7 +118,7 @@ def test_a_lost_message_is_sent_again_once_then_the_job_fails(db, broker, publis
     run, prediction = jobs_rows
     # Queued as the web edge does; then the broker loses both messages (e.g. a flushed Redis).
     jobs.send(jobs.TRAIN_MODEL, run.id, task_id=run.task_id)
-    jobs.send(jobs.PREDICT, prediction.id, task_id=prediction.task_id)
+    jobs.send(jobs.PREDICT, prediction.id, task_id=predictions.LIFECYCLE.task_id(prediction))
     age(db, run, prediction)
     assert sweep_lost_messages() == {"requeued": [], "failed": []}  # both still queued
     broker.delete(jobs.TRAINING_QUEUE, jobs.PREDICTION_QUEUE)
@@ -172,9 +172,10 @@ def test_jobs_held_by_a_worker_waiting_or_fresh_are_left_alone(db, broker, jobs_
     # The run's message was handed to a worker (the delivered set, as kombu keeps it).
     message = {"headers": {"id": run.task_id}, "properties": {}}
     broker.hset("unacked", UNACKED_TAG, json.dumps([message, "", jobs.TRAINING_QUEUE]))
-    jobs.send(jobs.PREDICT, prediction.id, task_id=prediction.task_id)  # waiting its turn
+    waiting = predictions.LIFECYCLE.task_id(prediction)
+    jobs.send(jobs.PREDICT, prediction.id, task_id=waiting)  # waiting its turn
     age(db, run, prediction)
-    assert broker_task_ids([jobs.PREDICTION_QUEUE]) >= {run.task_id, prediction.task_id}
+    assert broker_task_ids([jobs.PREDICTION_QUEUE]) >= {run.task_id, waiting}
     assert sweep_lost_messages() == {"requeued": [], "failed": []}
     broker.delete(jobs.PREDICTION_QUEUE)
     broker.hdel("unacked", UNACKED_TAG)
@@ -186,7 +187,7 @@ def test_jobs_held_by_a_worker_waiting_or_fresh_are_left_alone(db, broker, jobs_
 
 def test_an_older_copy_of_a_job_sent_again_is_refused(db, jobs_rows):
     run, prediction = jobs_rows
-    old_run, old_prediction = run.task_id, prediction.task_id
+    old_run, old_prediction = run.task_id, predictions.LIFECYCLE.task_id(prediction)
     run.task_id, prediction.task_id = f"{old_run}-r1", f"{old_prediction}-r1"  # sent again
     db.commit()
     assert runs.claim(db, run_id=run.id, celery_id=old_run) is None

@@ -82,8 +82,7 @@ def test_predict_answers_202_at_once_with_where_to_read_it(client, auth, db, mod
     assert (body["model_id"], body["extraction_id"]) == (stored.id, target.id)
     assert body["predictions"] == [] and body["metrics"] is None
     # One message with the row id only (Flower shows arguments), under the row's task id.
-    row = db.execute(sa.text("SELECT task_id FROM prediction WHERE id = :id"), {"id": body["id"]})
-    assert queued(broker) == [{"id": row.scalar_one(), "argsrepr": f"[{body['id']}]"}]
+    assert queued(broker) == [{"id": f"prediction-{body['id']}", "argsrepr": f"[{body['id']}]"}]
 
     read = client.get(body["url"], headers=auth.headers())
     assert read.status_code == 200 and read.json == body
