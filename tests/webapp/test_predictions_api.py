@@ -17,9 +17,11 @@ import sqlalchemy as sa
 
 from shared import jobs
 from shared.config import get_settings
+from shared.db.base import utcnow
 from shared.extractions.models import FeatureExtraction
 from shared.labels.models import LabelCategory
 from tests.webapp.test_models_api import (
+    FEATURE,
     PATIENTS,
     classification_model,
     make_extraction,
@@ -172,3 +174,32 @@ def test_the_prediction_routes_are_documented_with_their_schemas(client):
     assert {"url", "status", "predictions", "metrics", "n_labelled"} <= set(
         read_schema["properties"]
     )
+
+
+def test_a_finished_extractions_feature_ids_are_read_once_per_process(
+    client, auth, db, model, broker
+):
+    stored, target = model
+    stored.input_columns = [FEATURE]  # the columns are checked (no columns: nothing to read)
+    db.commit()
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    def vector_reads() -> int:
+        """POST predict; return how many of its statements read the feature vectors."""
+        statements.clear()
+        assert predict(client, auth, stored.id, target.id).status_code == 202
+        return sum("FROM feature_vector" in s for s in statements)
+
+    connection = db.connection()  # the test's connection, which the app's sessions share
+    sa.event.listen(connection, "before_cursor_execute", record)
+    try:
+        running = [vector_reads(), vector_reads()]  # not finished: vectors may still come
+        target.finished_at = utcnow()
+        db.commit()
+        finished = [vector_reads(), vector_reads()]
+    finally:
+        sa.event.remove(connection, "before_cursor_execute", record)
+    assert running == [1, 1] and finished == [1, 0]
