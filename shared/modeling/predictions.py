@@ -88,7 +88,9 @@ def start(session: so.Session, *, user_id: str, model_id: int, extraction_id: in
     """
     model = _owned_model(session, user_id=user_id, model_id=model_id)
     extraction = extraction_service.get_owned(session, user_id=user_id, extraction_id=extraction_id)
-    missing = [c for c in model.input_columns or [] if c not in _available(session, extraction)]
+    columns = list(model.input_columns or [])
+    available = _available(session, extraction) if columns else set()
+    missing = [c for c in columns if c not in available]
     if missing:
         raise InvalidInput(_missing_text(extraction.id, missing), details=missing)
     prediction = Prediction(

@@ -21,8 +21,9 @@ from shared.db.base import utcnow
 from shared.extractions.models import FeatureExtraction
 from shared.labels.models import LabelCategory
 from tests.webapp.test_models_api import (
-    FEATURE,
+    NAMES,
     PATIENTS,
+    SEP,
     classification_model,
     make_extraction,
     make_outcome,
@@ -176,30 +177,36 @@ def test_the_prediction_routes_are_documented_with_their_schemas(client):
     )
 
 
-def test_a_finished_extractions_feature_ids_are_read_once_per_process(
+def test_the_request_reads_little_and_a_finished_extractions_features_once(
     client, auth, db, model, broker
 ):
     stored, target = model
-    stored.input_columns = [FEATURE]  # the columns are checked (no columns: nothing to read)
+    stored.input_columns = [f"CT{SEP}GTV{SEP}{name}" for name in NAMES]  # checked one by one
     db.commit()
     statements: list[str] = []
 
     def record(_conn, _cursor, statement, *_args) -> None:
         statements.append(statement)
 
-    def vector_reads() -> int:
-        """POST predict; return how many of its statements read the feature vectors."""
+    def reads() -> tuple[int, int, int]:
+        """POST predict; count its SELECTs: all, of the vectors, of the clinical definitions."""
         statements.clear()
         assert predict(client, auth, stored.id, target.id).status_code == 202
-        return sum("FROM feature_vector" in s for s in statements)
+        selects = [s for s in statements if s.lstrip().startswith("SELECT")]
+        vectors = sum("FROM feature_vector" in s for s in selects)
+        clinical = sum("FROM clinical_feature_definition" in s for s in selects)
+        return len(selects), vectors, clinical
 
     connection = db.connection()  # the test's connection, which the app's sessions share
     sa.event.listen(connection, "before_cursor_execute", record)
     try:
-        running = [vector_reads(), vector_reads()]  # not finished: vectors may still come
+        running = [reads(), reads()]  # not finished: vectors may still come
         target.finished_at = utcnow()
         db.commit()
-        finished = [vector_reads(), vector_reads()]
+        finished = [reads(), reads()]
     finally:
         sa.event.remove(connection, "before_cursor_execute", record)
-    assert running == [1, 1] and finished == [1, 0]
+    print(f"\nSELECTs per POST (all, vectors, clinical): {running} then finished {finished}")
+    assert [v for _, v, _ in running] == [1, 1] and [v for _, v, _ in finished] == [1, 0]
+    assert all(c == 1 for _, _, c in running + finished)  # once, not once per column
+    assert max(n for n, _, _ in running) <= 5 and finished[1][0] <= 3
