@@ -15,7 +15,7 @@ storage driver the first build takes about half an hour. Steps (docs/runbooks/de
 6. a token from the project's issuer (the `oidc-issuer` service);
 7. one extraction and one training through the HTTP API, with a Socket.IO client on the same
    origin (/socket.io/) that must receive the progress events;
-8. Flower without credentials (401) and with them (both workers listed);
+8. Flower without credentials (401) and with them (the three workers listed);
 9. `docker-compose down -v`, the clone removed (and the engine stopped if started here);
 10. one line: compose_smoke: services_healthy=<n>/<m> extraction=<ok|fail> training=<ok|fail>
     seconds=<t>
@@ -416,7 +416,7 @@ def training(api: str, headers: dict, events: Events, extraction_id: int, truths
 
 
 def flower(port: int, user: str, password: str) -> bool:
-    """Flower refuses anonymous requests and lists both workers to the operator."""
+    """Flower refuses anonymous requests and lists the three workers to the operator."""
     url = f"http://127.0.0.1:{port}"
     anonymous = httpx.get(f"{url}/api/workers", timeout=30)
     # refresh=1: Flower asks the workers (celery inspect) instead of answering from its cache.
@@ -427,7 +427,7 @@ def flower(port: int, user: str, password: str) -> bool:
         f"workers {workers}"
     )
     prefixes = {name.split("@")[0] for name in workers}
-    return anonymous.status_code == 401 and {"extraction", "training"} <= prefixes
+    return anonymous.status_code == 401 and {"extraction", "training", "prediction"} <= prefixes
 
 
 # --- the run -------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 SQLite file and demo album under `var/`, the machine's Redis (started by `./qi2` if absent), a
 local Keycloak-style issuer, the API (gunicorn on an internal port), the Socket.IO service on port
 5000 in front of it (one origin: it serves /socket.io/ and forwards every other path to the API),
-both Celery workers and Flower. Prints a ready-to-use dev token. Ctrl-C stops everything.
+the Celery workers (extraction, training, prediction) and Flower. Prints a ready-to-use dev
+token. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def prepare(env: dict[str, str]) -> None:
 
 
 def launch(env: dict[str, str], args: argparse.Namespace) -> list[subprocess.Popen]:
-    """Start the API, the Socket.IO front, both workers and Flower."""
+    """Start the API, the Socket.IO front, the three workers and Flower."""
     log_dir = Path(env["QI2_DATA_DIR"]) / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     celery = str(VENV_BIN / "celery")
@@ -124,6 +125,24 @@ def launch(env: dict[str, str], args: argparse.Namespace) -> list[subprocess.Pop
             # As in docker-compose.yml: joblib's loky processes need a non-daemonic task process.
             "--pool",
             "threads",
+            "--concurrency",
+            "1",
+            "-l",
+            "INFO",
+        ),
+        # Predictions on their own queue: never behind a training (ADR 0005).
+        start(
+            env,
+            log_dir,
+            "worker-prediction",
+            celery,
+            "-A",
+            "workers.celery_app",
+            "worker",
+            "-Q",
+            "prediction",
+            "-n",
+            "prediction@%h",
             "--concurrency",
             "1",
             "-l",

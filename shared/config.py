@@ -88,12 +88,22 @@ class Settings(BaseSettings):
     # Every so often each worker re-queues running studies that no live worker executes
     # (a worker killed whole); 0 turns the sweep off.
     extraction_orphan_sweep_seconds: float = Field(60.0, alias="EXTRACTION_ORPHAN_SWEEP_SECONDS")
+    # Every so often each worker looks for trainings and predictions still PENDING whose
+    # message the broker holds neither queued nor delivered (lost, e.g. by a Redis restart
+    # without its append-only file): unchanged for LOST_MESSAGE_AFTER_SECONDS, such a job is
+    # sent again once, then failed with a message. 0 turns the sweep off.
+    lost_message_sweep_seconds: float = Field(60.0, alias="LOST_MESSAGE_SWEEP_SECONDS")
+    lost_message_after_seconds: float = Field(120.0, alias="LOST_MESSAGE_AFTER_SECONDS")
     extraction_task_time_limit: int = Field(7200, alias="EXTRACTION_TASK_TIME_LIMIT")
     training_task_time_limit: int = Field(6 * 3600, alias="TRAINING_TASK_TIME_LIMIT")
+    prediction_task_time_limit: int = Field(600, alias="PREDICTION_TASK_TIME_LIMIT")
     celery_worker_concurrency_extraction: int = Field(
         2, alias="CELERY_WORKER_CONCURRENCY_EXTRACTION"
     )
     celery_worker_concurrency_training: int = Field(1, alias="CELERY_WORKER_CONCURRENCY_TRAINING")
+    celery_worker_concurrency_prediction: int = Field(
+        1, alias="CELERY_WORKER_CONCURRENCY_PREDICTION"
+    )
     # Processes of one training task's grid search (joblib/loky); -1 = every core.
     grid_search_concurrency: int = Field(-1, alias="GRID_SEARCH_CONCURRENCY")
 

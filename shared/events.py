@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 FEATURE_STATUS = "feature-status"
 EXTRACTION_STATUS = "extraction-status"
 TRAINING_STATUS = "training-status"
+PREDICTION_STATUS = "prediction-status"
 LEGACY_ROOM = "legacy:anonymous"
 
 # After a Redis restart, wait this long for the listening side (the API) to subscribe again.

@@ -1,6 +1,8 @@
 """Task contracts: names, queues and enqueue helpers (send_task; no task code here).
 
-Tasks take row ids only: never tokens or file paths (Flower shows task arguments).
+Tasks take row ids only: never tokens or file paths (Flower shows task arguments). The web edge
+only ever sends: nothing here waits for a task's result (issue #15 §8), so no request thread can
+be held by a busy or absent worker. Results travel through the database rows and Socket.IO.
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ from shared.config import Settings, get_settings
 
 EXTRACTION_QUEUE = "extraction"
 TRAINING_QUEUE = "training"
+PREDICTION_QUEUE = "prediction"
 EXTRACT_STUDY = "extraction.study"
 TRAIN_MODEL = "training.run"
-PREDICT = "training.predict"
+PREDICT = "prediction.run"
 RECOVER_STALE = "extraction.recover_stale"
 
 TASK_ROUTES = {
     "extraction.*": {"queue": EXTRACTION_QUEUE},
     "training.*": {"queue": TRAINING_QUEUE},
+    # Its own queue and worker: a prediction never waits behind a training (ADR 0005).
+    "prediction.*": {"queue": PREDICTION_QUEUE},
 }
 
 _client: Celery | None = None
@@ -30,7 +35,11 @@ _lock = threading.Lock()
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Return the Celery configuration shared by the web app's client and the workers."""
-    longest = max(settings.extraction_task_time_limit, settings.training_task_time_limit)
+    longest = max(
+        settings.extraction_task_time_limit,
+        settings.training_task_time_limit,
+        settings.prediction_task_time_limit,
+    )
     transport = {
         # Longer than any task may run: with late acks, a shorter visibility timeout would
         # hand a still-running task to a second worker. Tests of a killed worker shorten it.
@@ -76,15 +85,24 @@ def client() -> Celery:
         return _client
 
 
+def reset() -> None:
+    """Forget the client (after a fork, or when the settings change in tests)."""
+    global _client
+    with _lock:
+        _client = None
+
+
+def queue_of(name: str) -> str:
+    """Return the queue a task name is routed to."""
+    prefix = name.split(".", 1)[0]
+    return TASK_ROUTES.get(f"{prefix}.*", {"queue": EXTRACTION_QUEUE})["queue"]
+
+
 def send(name: str, *args: Any, task_id: str | None = None) -> str:
-    """Enqueue a task by name; return its id."""
-    return client().send_task(name, args=list(args), task_id=task_id).id
+    """Enqueue a task by name; return its id (only the id: callers never wait on the result)."""
+    return str(client().send_task(name, args=list(args), task_id=task_id).id)
 
 
-def call(name: str, *args: Any, timeout: float) -> Any:
-    """Run a task and wait for its JSON result (at most `timeout` seconds); errors propagate."""
-    result = client().send_task(name, args=list(args))
-    try:
-        return result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
-    finally:
-        result.forget()
+def revoke(task_ids: list[str]) -> None:
+    """Ask the workers to drop or stop tasks (a broadcast: nothing is awaited)."""
+    client().control.revoke(task_ids, terminate=True)

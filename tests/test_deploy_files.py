@@ -281,7 +281,14 @@ def test_dev_issuer_runs_from_its_own_image(combination: str, rendered) -> None:
 
 
 # Services that run our code and read Settings; the rest (db, redis, flower...) read none of it.
-APP_SERVICES = {"migrate", "webapp", "sockets", "worker-extraction", "worker-training"}
+APP_SERVICES = {
+    "migrate",
+    "webapp",
+    "sockets",
+    "worker-extraction",
+    "worker-training",
+    "worker-prediction",
+}
 # Passed to the app containers on top of Settings' own variables (Python's, gunicorn's).
 APP_EXTRA_ENV = {"PYTHONUNBUFFERED", "PYTHONPATH", "FORWARDED_ALLOW_IPS"}
 # For running outside Docker only: the containers read the Docker secret instead.

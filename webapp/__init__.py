@@ -11,7 +11,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from shared.config import Settings, get_settings
-from webapp import auth, bodies, db, errors, openapi, serialize
+from webapp import auth, bodies, db, downloads, errors, openapi, serialize
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     CORS(
         app,
         origins=settings.cors_allowed_origins,
-        expose_headers=["Content-Disposition"],
+        expose_headers=downloads.EXPOSED_HEADERS,
         supports_credentials=False,
     )
     db.init_app(app)
@@ -55,6 +55,7 @@ def _register_blueprints(app: Flask) -> None:
         labels,
         models,
         navigation,
+        predictions,
         presets,
     )
 
@@ -68,6 +69,7 @@ def _register_blueprints(app: Flask) -> None:
         collections,
         clinical,
         models,
+        predictions,
     )
     for module in modules:
         app.register_blueprint(module.bp)

@@ -1,6 +1,6 @@
 """The Celery application of the workers: configuration from shared settings, task modules.
 
-Run: `celery -A workers.celery_app worker -Q extraction` (and `-Q training`).
+Run: `celery -A workers.celery_app worker -Q extraction` (and `-Q training`, `-Q prediction`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 from threadpoolctl import threadpool_limits
 
-from shared import events, jobs
+from shared import events, jobs, lost_messages
 from shared.config import get_settings
 from shared.db import session as db_session
 from shared.extractions import completion, runs
+from shared.modeling import predictions
 from shared.modeling import runs as training_runs
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,10 @@ ORPHAN_INSPECT_TIMEOUT = 2.0
 # Per-study scratch folders in the temp dir (created by the extraction task).
 SCRATCH_PREFIX = "qi2-study-"
 
-app = Celery("quantimage2", include=["workers.extraction.tasks", "workers.training.tasks"])
+app = Celery(
+    "quantimage2",
+    include=["workers.extraction.tasks", "workers.training.tasks", "workers.prediction.tasks"],
+)
 app.config_from_object(jobs.celery_config(get_settings()))
 
 
@@ -158,13 +162,61 @@ def _unacked_task_ids() -> set[str]:
     with app.connection_for_read() as connection:
         channel = connection.default_channel
         values = channel.client.hvals(channel.unacked_key)
-    held = set()
-    for value in values:
-        message = json.loads(value)[0]
-        task_id = (message.get("headers") or {}).get("id")
-        if task_id:
-            held.add(task_id)
-    return held
+    return {task_id for value in values if (task_id := _task_id(json.loads(value)[0]))}
+
+
+def _task_id(message: dict) -> str | None:
+    """Return the Celery id a broker message carries."""
+    return (message.get("headers") or {}).get("id")
+
+
+def broker_task_ids(queues: list[str]) -> set[str]:
+    """Return the Celery ids the broker holds: waiting in the queues (every priority list of
+    each) or handed out and not acknowledged. One MULTI block: a consistent snapshot."""
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        steps = channel.priority_steps
+        names = [channel._q_for_pri(queue, pri) for queue in queues for pri in steps]
+        pipe = channel.client.pipeline(transaction=True)
+        for name in dict.fromkeys(names):
+            pipe.lrange(name, 0, -1)
+        pipe.hvals(channel.unacked_key)
+        *waiting, unacked = pipe.execute()
+    held = {_task_id(json.loads(raw)) for values in waiting for raw in values}
+    held |= {_task_id(json.loads(raw)[0]) for raw in unacked}
+    return {task_id for task_id in held if task_id}
+
+
+# --- trainings and predictions whose broker message was lost (issue #15 §9) -------------------
+
+LOST_LIFECYCLES = (training_runs.LIFECYCLE, predictions.LIFECYCLE)
+
+
+@worker_ready.connect
+def _start_lost_message_sweep(sender: object = None, **_kwargs: object) -> None:
+    """Look for queued jobs whose message was lost now and then, in a thread of the main process."""
+    interval = get_settings().lost_message_sweep_seconds
+    if interval > 0:
+        thread = threading.Thread(
+            target=_sweep_lost_forever, args=(interval,), name="lost-message-sweep", daemon=True
+        )
+        thread.start()
+
+
+def _sweep_lost_forever(interval: float) -> None:
+    """Run `sweep_lost_messages` every interval; a failed sweep is logged and tried again."""
+    while True:
+        time.sleep(interval)
+        try:
+            sweep_lost_messages()
+        except Exception as exc:  # the broker or database is away: next round
+            log.warning("lost-message sweep failed: %s", exc)
+
+
+def sweep_lost_messages() -> dict[str, list[str]]:
+    """Send again (once), or fail, the PENDING trainings and predictions the broker lost."""
+    older_than = dt.timedelta(seconds=get_settings().lost_message_after_seconds)
+    return lost_messages.sweep(LOST_LIFECYCLES, broker_task_ids, older_than=older_than)
 
 
 @worker_ready.connect
@@ -181,6 +233,22 @@ def _recover_lost_training_runs(sender: object = None, **_kwargs: object) -> Non
             training_runs.publish_failed(run)
     if stale:
         log.warning("failed %d training runs left running by a lost worker", len(stale))
+
+
+@worker_ready.connect
+def _recover_lost_predictions(sender: object = None, **_kwargs: object) -> None:
+    """Fail predictions this worker left running before a restart, and any still marked
+    running long after any prediction could have."""
+    limit = get_settings().prediction_task_time_limit + 600
+    hostname = getattr(sender, "hostname", None)
+    with db_session.session_scope() as session:
+        stale = predictions.fail_orphaned(session, worker=hostname) if hostname else []
+        stale += predictions.fail_stale(session, older_than=dt.timedelta(seconds=limit))
+        session.commit()
+        for row in stale:
+            predictions.publish_failed(row)
+    if stale:
+        log.warning("failed %d predictions left running by a lost worker", len(stale))
 
 
 @worker_ready.connect

@@ -11,7 +11,7 @@ from shared.db.base import Base
 from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
 from shared.features.models import FeatureNameSet, FeatureVector
 from shared.labels.models import Label, LabelCategory
-from shared.modeling.models import ModelArtifactChunk, TrainedModel, TrainingRun
+from shared.modeling.models import ModelArtifactChunk, Prediction, TrainedModel, TrainingRun
 from shared.navigation.models import NavigationEntry
 from shared.presets.models import FeaturePreset
 
@@ -32,6 +32,7 @@ __all__ = [
     "LabelCategory",
     "ModelArtifactChunk",
     "NavigationEntry",
+    "Prediction",
     "TrainedModel",
     "TrainingRun",
     "WorkerCredential",

@@ -14,7 +14,7 @@ import re
 import unicodedata
 import uuid
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -407,20 +407,28 @@ def _anova_f_centred(centred: np.ndarray, mean: np.ndarray, codes: np.ndarray) -
 
 
 def _ranking(
-    z: np.ndarray, patients: Sequence[str], has_values: set[str], outcome: Outcome | None
-) -> np.ndarray | None:
+    z: np.ndarray,
+    patients: Sequence[str],
+    has_values: set[str],
+    outcome: Outcome | None,
+    allowed: Collection[str] | None = None,
+) -> tuple[np.ndarray | None, int]:
     """Rank features (0 = best) by univariate F against the outcome; None without usable labels.
 
-    Only patients with a usable label and at least one value count; missing values are imputed
-    with the feature's mean over them. F does not change under z-scoring, so the z-scores
-    serve. Ties and undefined F keep the table order (NaN last).
+    Only patients with a usable label and at least one value count, and only those in
+    `allowed` when it is given (the training patients of a split: the test patients' labels
+    must not choose features). Missing values are imputed with the feature's mean over the
+    ranking patients. F does not change under z-scoring, so the z-scores serve. Ties and
+    undefined F keep the table order (NaN last). Also returns how many patients ranked.
     """
     if outcome is None:
-        return None
+        return None, 0
     targets = outcome.usable_targets()
+    if allowed is not None:
+        targets = {p: v for p, v in targets.items() if p in allowed}
     labelled = [j for j, p in enumerate(patients) if p in targets and p in has_values]
     if not labelled:
-        return None
+        return None, 0
     x = z[labelled]
     nan_rows, nan_cols = np.nonzero(np.isnan(x))
     x[nan_rows, nan_cols] = 0.0
@@ -433,7 +441,42 @@ def _ranking(
     order = np.argsort(np.where(np.isnan(f), np.inf, -f), kind="stable")
     ranking = np.empty(len(f), np.int64)
     ranking[order] = np.arange(len(f))
-    return ranking
+    return ranking, len(labelled)
+
+
+@dataclass(frozen=True)
+class Chart:
+    """The `features_chart` CSV and how many patients its `Ranking` was computed on."""
+
+    csv: bytes
+    ranked_on: int  # 0 when there is no Ranking column
+
+
+def chart(
+    matrix: FeatureMatrix,
+    *,
+    outcome: Outcome | None = None,
+    extra_patients: Iterable[str] = (),
+    ranking_patients: Collection[str] | None = None,
+) -> Chart:
+    """Build the `features_chart` CSV: z-scores per feature ID × patient, and `Ranking`.
+
+    `ranking_patients` limits the ranking to those patients (None: every labelled patient).
+    """
+    patients = sorted(set(matrix.patient_ids) | set(_padding_patients(matrix, extra_patients)))
+    ids, wide = _wide(matrix, patients)
+    z = _zscore(wide)
+    row_has_values = ~np.isnan(matrix.values).all(axis=1)
+    has_values = {p for p, ok in zip(matrix.patient_ids, row_has_values, strict=True) if ok}
+    allowed = None if ranking_patients is None else set(ranking_patients)
+    ranking, ranked_on = _ranking(z, patients, has_values, outcome, allowed)
+    header = ["FeatureID", *patients]
+    suffixes = None
+    if ranking is not None:
+        header.append("Ranking")
+        suffixes = [f",{r}" for r in ranking.tolist()]
+    body = _join_csv(header, [_csv_field(i) for i in ids], _format_block(z.T), suffixes)
+    return Chart(body, ranked_on)
 
 
 def chart_csv(
@@ -441,20 +484,15 @@ def chart_csv(
     *,
     outcome: Outcome | None = None,
     extra_patients: Iterable[str] = (),
+    ranking_patients: Collection[str] | None = None,
 ) -> bytes:
     """Return the `features_chart` CSV (UTF-8): z-scores per feature ID × patient, `Ranking`."""
-    patients = sorted(set(matrix.patient_ids) | set(_padding_patients(matrix, extra_patients)))
-    ids, wide = _wide(matrix, patients)
-    z = _zscore(wide)
-    row_has_values = ~np.isnan(matrix.values).all(axis=1)
-    has_values = {p for p, ok in zip(matrix.patient_ids, row_has_values, strict=True) if ok}
-    ranking = _ranking(z, patients, has_values, outcome)
-    header = ["FeatureID", *patients]
-    suffixes = None
-    if ranking is not None:
-        header.append("Ranking")
-        suffixes = [f",{r}" for r in ranking.tolist()]
-    return _join_csv(header, [_csv_field(i) for i in ids], _format_block(z.T), suffixes)
+    return chart(
+        matrix,
+        outcome=outcome,
+        extra_patients=extra_patients,
+        ranking_patients=ranking_patients,
+    ).csv
 
 
 # --- multipart body ---------------------------------------------------------------------------

@@ -99,6 +99,8 @@ class TrainingRun(IdMixin, TimestampMixin, OwnedMixin, Base):
     total_steps: so.Mapped[int] = so.mapped_column(default=0)
     error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     attempts: so.Mapped[int] = so.mapped_column(default=0)
+    # Times the lost-message sweep sent the run again (its broker message had vanished).
+    requeues: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     worker: so.Mapped[str | None] = so.mapped_column(sa.String(255))  # Celery node of the attempt
     parameters: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON)
     started_at: so.Mapped[dt.datetime | None]
@@ -115,3 +117,41 @@ class TrainingRun(IdMixin, TimestampMixin, OwnedMixin, Base):
     model_id: so.Mapped[int | None] = so.mapped_column(
         sa.ForeignKey("model.id", ondelete="SET NULL")
     )
+
+
+class Prediction(IdMixin, TimestampMixin, OwnedMixin, Base):
+    """A stored model applied to an extraction: a job like a training run (issue #15 §8).
+
+    The row is the truth for status, phase and error, and holds the result: one output per
+    patient, the patients skipped, and the external-validation metrics when the extraction's
+    album has labels of the model's kind.
+    """
+
+    __tablename__ = "prediction"
+    __table_args__ = (TABLE_ARGS,)
+
+    model_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("model.id", ondelete="CASCADE"), index=True
+    )
+    feature_extraction_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("feature_extraction.id", ondelete="CASCADE"), index=True
+    )
+    # The outcome whose labels validated the predictions (None: no metrics).
+    label_category_id: so.Mapped[int | None] = so.mapped_column(
+        sa.ForeignKey("label_category.id", ondelete="SET NULL")
+    )
+    task_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="PENDING")
+    phase: so.Mapped[str] = so.mapped_column(sa.String(16), default="pending")
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    requeues: so.Mapped[int] = so.mapped_column(default=0)
+    worker: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    started_at: so.Mapped[dt.datetime | None]
+    finished_at: so.Mapped[dt.datetime | None]
+    predictions: so.Mapped[list[Any] | None] = so.mapped_column(sa.JSON)
+    skipped: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    excluded_from_metrics: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    metrics: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    validation: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    n_labelled: so.Mapped[int] = so.mapped_column(default=0)

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared import events
+from shared import events, jobs, lost_messages
 from shared.db.base import utcnow
 from shared.extractions.models import FeatureExtraction
 from shared.labels.models import LabelCategory
@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2
 LOST_MESSAGE = "The worker training this model stopped unexpectedly"
+QUEUE_LOST_MESSAGE = (
+    "This training never reached a worker: the task queue lost its message, also when it was "
+    "sent again. Start the training again."
+)
+TASK_ID_PREFIX = "training-run"
 RUNNING = ("STARTED", "PROGRESS")
 DONE = ("SUCCESS", "FAILURE")
 
@@ -53,11 +58,12 @@ def claim(
 ) -> RunJob | TrainingRun | None:
     """Start a run and return its inputs.
 
-    Returns None when the run is gone or already ended, and the failed row itself when a
-    redelivered run has used up its attempts (the caller announces the failure).
+    Returns None when the run is gone or already ended, or the message is an older copy of a
+    run sent again (the new copy runs it), and the failed row itself when a redelivered run
+    has used up its attempts (the caller announces the failure).
     """
     run = session.get(TrainingRun, run_id, with_for_update=True)
-    if run is None or run.status in DONE:
+    if run is None or run.status in DONE or lost_messages.stale_copy(run, celery_id):
         return None
     if run.attempts >= MAX_ATTEMPTS:
         return fail(session, run=run, message=f"{LOST_MESSAGE} ({run.attempts} attempts)")
@@ -185,3 +191,21 @@ def publish(run: TrainingRun | RunJob, **payload: Any) -> None:
 def publish_failed(run: TrainingRun) -> None:
     """Announce a failed run with its readable message."""
     publish(run, failed=True, error=run.error or "Training failed")
+
+
+def publish_requeued(run: TrainingRun) -> None:
+    """Announce a run sent again after its message was lost (the frontend shows "pending")."""
+    publish(run, phase="pending")
+
+
+# Runs whose broker message was lost before any worker took it (shared/lost_messages.py).
+LIFECYCLE = lost_messages.Lifecycle(
+    name="training run",
+    table=TrainingRun,
+    task=jobs.TRAIN_MODEL,
+    id_prefix=TASK_ID_PREFIX,
+    lost_message=QUEUE_LOST_MESSAGE,
+    fail=lambda session, run, message: fail(session, run=run, message=message),
+    announce_requeued=publish_requeued,
+    announce_failed=publish_failed,
+)

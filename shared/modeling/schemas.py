@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from shared.schemas import Schema, TimestampedRead
+from shared.schemas import IsoDatetime, Schema, TimestampedRead
 
 
 def not_a_number_as_text(value: Any) -> Any:
@@ -186,12 +186,29 @@ class PatientPrediction(BaseModel):
     patient_id: str
 
 
-class PredictResponse(BaseModel):
-    """Predictions of a saved model on another extraction, with external validation if labelled."""
+class PredictionRead(TimestampedRead):
+    """A prediction job (issue #15 §8): its state, then one output per patient and the metrics
+    of an external validation when the extraction's album has labels of the model's kind."""
 
+    user_id: str
     model_id: int
     extraction_id: int
+    status: Literal["PENDING", "STARTED", "PROGRESS", "SUCCESS", "FAILURE"]
+    phase: str
+    error: str | None
+    attempts: int
+    requeues: int
+    started_at: IsoDatetime | None
+    finished_at: IsoDatetime | None
     predictions: list[PatientPrediction]
-    skipped: dict[str, str]
+    skipped: dict[str, str]  # patient -> why no prediction
+    excluded_from_metrics: dict[str, str]  # labelled patient -> why not in the metrics
     metrics: dict[str, Any] | None
-    n_labelled: int
+    validation: str | None  # what the metrics are, or why there are none
+    n_labelled: int  # patients the metrics were computed on
+    label_category_id: int | None  # the outcome those labels came from
+    url: str  # where to read this prediction
+
+
+class PredictionList(RootModel[list[PredictionRead]]):
+    """The predictions of a model, newest first."""

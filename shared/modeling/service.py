@@ -137,6 +137,7 @@ def start_training(
     session.flush()
     suffix = f"_{collection.id}" if collection else ""
     run.training_id = f"train_{extraction.id}{suffix}_{run.id}"
+    run.task_id = runs.LIFECYCLE.task_id(run)  # the Celery id its message will carry
     session.flush()
     return run
 
@@ -152,7 +153,7 @@ def _positive_class(category: LabelCategory, labels: dataset.StoredLabels) -> st
 def enqueue(session: so.Session, *, run: TrainingRun) -> None:
     """Queue the run (its row id only); if the broker is down, fail it and say so."""
     try:
-        jobs.send(jobs.TRAIN_MODEL, run.id, task_id=f"training-run-{run.id}")
+        jobs.send(jobs.TRAIN_MODEL, run.id, task_id=runs.LIFECYCLE.task_id(run))
     except Exception as exc:  # any broker error: the row must not stay PENDING forever
         log.error("training run %s: queueing failed: %s", run.id, exc)
         runs.fail(session, run=run, message="Could not queue the training (broker down)")

@@ -4,7 +4,10 @@ clients (the owner and another user).
 A synthetic album (hidden risk -> tumour texture -> outcome) is extracted with a small CT preset,
 its outcome is uploaded with text labels (two patients Undefined) and a clinical column is
 defined; M2 trains a model, then every result route, export and predict on a second album run
-against it. A second test kills the training worker's pool process mid-grid.
+against it. Predict is a job on its own queue and worker (issue #15 §8): it answers 202 at once
+and ends while the training worker is stopped (SIGSTOP, as during a long training). Runs whose
+broker message was lost are sent again by the workers' sweep and end (§9). Later tests kill the
+training worker's pool processes, then the whole worker, mid-grid.
 """
 
 from __future__ import annotations
@@ -20,15 +23,19 @@ import zipfile
 import httpx
 import joblib
 import pytest
+import redis
 import sqlalchemy as sa
 
 from devkit.synthetic import PatientTruth, write_cohort
-from shared import events
+from shared import events, jobs
 from shared.clinical import service as clinical_service
 from shared.clinical.schemas import DefinitionSpec
 from shared.db.session import session_scope
 from shared.imaging.factory import local_albums_root
-from shared.modeling.models import ModelArtifactChunk, TrainedModel, TrainingRun
+from shared.modeling import predictions
+from shared.modeling import service as model_service
+from shared.modeling.models import ModelArtifactChunk, Prediction, TrainedModel, TrainingRun
+from shared.modeling.schemas import TrainRequest
 from tests.support.live import EventListener, wait_extraction_ready, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +44,7 @@ N_PATIENTS, N_OTHER = 34, 12
 UNDEFINED = 2  # patients whose label stays "Undefined": left out of training
 FAST = ["LogisticRegression"]  # a restricted grid keeps the test short
 TRAINING_NODE = f"training-e2e-{os.getpid()}@%h"  # fixed: a restarted worker has the same name
+DEAD_QUEUE = "qi2-e2e-nobody-listens"  # where the lost messages of the §9 test go
 
 SMALL_PRESET = {
     "general": {"padding": 10, "combine_segmentation": True, "result_format": "long"},
@@ -80,12 +88,19 @@ def cohorts(settings) -> dict[str, list[PatientTruth]]:
     return out
 
 
+# The sweep for runs whose broker message was lost, every second, after 2 s (production: 60 s
+# and 120 s); the §9 test drops messages and waits for the workers to send them again.
+FAST_SWEEP = {"LOST_MESSAGE_SWEEP_SECONDS": "1", "LOST_MESSAGE_AFTER_SECONDS": "2"}
+
+
 @pytest.fixture(scope="module")
 def workers(start_worker):
-    """One extraction worker (2 processes) and a training worker as deployed (threads pool)."""
+    """An extraction worker (2 processes), a training worker as deployed (threads pool) and a
+    prediction worker (its own queue, issue #15 §8)."""
     return (
         start_worker("extraction", concurrency=2),
-        start_worker("training", concurrency=1, pool="threads", name=TRAINING_NODE),
+        start_worker("training", concurrency=1, pool="threads", name=TRAINING_NODE, **FAST_SWEEP),
+        start_worker("prediction", concurrency=1, **FAST_SWEEP),
     )
 
 
@@ -231,6 +246,138 @@ def test_training_events_reach_the_owner_only(trained):
     assert model["test_metrics"]["auc"]["inf_value"] <= model["test_metrics"]["auc"]["mean"]
 
 
+def prediction_events(listener: EventListener, prediction_id: int) -> list[dict]:
+    """Return the `prediction-status` payloads of one prediction."""
+    payloads = listener.of(events.PREDICTION_STATUS)
+    return [p for p in payloads if p.get("prediction-id") == prediction_id]
+
+
+def test_predict_is_a_job_that_never_waits_behind_a_training(
+    live_url, live_db, auth, workers, trained
+):
+    """POST predict answers 202 at once while the training worker is stopped (SIGSTOP); the
+    owner gets the result as events and from GET; another user gets nothing and a 404."""
+    _, training_worker, _ = workers
+    headers, model_id = trained["headers"], trained["end"]["model"]["id"]
+    owner = EventListener(live_url, auth.token("alice"))
+    other = EventListener(live_url, auth.token("bob"))
+    os.kill(training_worker.process.pid, signal.SIGSTOP)  # as busy as during a long training
+    try:
+        started_at = time.monotonic()
+        response = httpx.post(
+            f"{live_url}/models/{model_id}/predict",
+            json={"extraction-id": trained["other_extraction"]},
+            headers=headers,
+            timeout=180,
+        )
+        answered = time.monotonic() - started_at
+        assert response.status_code == 202, response.text
+        started = response.json()
+        prediction_id = started["id"]
+        end = wait_until(
+            lambda: next(
+                (
+                    p
+                    for p in prediction_events(owner, prediction_id)
+                    if p.get("complete") or p.get("failed")
+                ),
+                None,
+            ),
+            120,
+            interval=0.2,
+        )
+        ended = time.monotonic() - started_at
+        time.sleep(0.5)  # let any late event arrive
+    finally:
+        os.kill(training_worker.process.pid, signal.SIGCONT)
+        owner.close()
+        other.close()
+    seen = prediction_events(owner, prediction_id)
+    read = httpx.get(f"{live_url}{started['url']}", headers=headers)
+    body = read.json()
+    print(
+        f"\npredict -> {response.status_code} in {answered * 1000:.0f} ms ({started['url']}); "
+        f"result event after {ended:.1f} s with the training worker stopped; owner events "
+        f"{[p.get('phase') for p in seen]}; other user {len(other.received)} events; GET: "
+        f"{body['status']}, {len(body['predictions'])} predicted, {len(body['skipped'])} skipped, "
+        f"n_labelled {body['n_labelled']}, auc {body['metrics']['auc']}"
+    )
+    assert answered < 5 and started["status"] == "PENDING"
+    assert response.headers["Location"].endswith(started["url"])
+    assert started["url"] == f"/predictions/{prediction_id}"
+    assert end.get("complete") is True, end
+    assert seen[-1] is end and len(seen) >= 2  # progress, then the result
+    assert other.received == []
+    assert read.status_code == 200 and body["status"] == "SUCCESS" and body["error"] is None
+    assert end["prediction"]["predictions"] == body["predictions"]
+    assert len(body["predictions"]) + len(body["skipped"]) == N_OTHER
+    assert body["n_labelled"] == N_OTHER
+    assert set(body["metrics"]) >= {"auc", "accuracy"}
+    assert {"patient_id", "prediction", "probabilities"} <= set(body["predictions"][0])
+    foreign = httpx.get(f"{live_url}{started['url']}", headers=auth.headers("bob"))
+    assert foreign.status_code == 404
+    listed = httpx.get(f"{live_url}/models/{model_id}/predictions", headers=headers).json()
+    assert [p["id"] for p in listed] == [prediction_id]
+    trained["prediction_url"] = started["url"]
+
+
+def test_runs_whose_message_was_lost_are_sent_again_and_end(live_url, live_db, auth, trained):
+    """A training run and a prediction whose messages went to a queue no worker reads (the
+    broker lost them, as far as the platform can tell): the workers' sweep sends each again
+    once, and each ends."""
+    body = TrainRequest.model_validate(
+        {
+            "extraction-id": trained["extraction_id"],
+            "label-category-id": trained["category_id"],
+            "data-splitting-type": "traintest",
+            "training-patients": [t.patient_id for t in trained["truths"][:24]],
+            "test-patients": [t.patient_id for t in trained["truths"][24:]],
+            "algorithms": FAST,
+        }
+    )
+    model_id = trained["end"]["model"]["id"]
+    with session_scope() as session:
+        run = model_service.start_training(session, user_id="user-alice", album_id=ALBUM, body=body)
+        prediction = predictions.start(
+            session,
+            user_id="user-alice",
+            model_id=model_id,
+            extraction_id=trained["other_extraction"],
+        )
+        session.commit()
+        run_id, prediction_id = run.id, prediction.id
+    celery = jobs.client()
+    celery.send_task(jobs.TRAIN_MODEL, args=[run_id], queue=DEAD_QUEUE)
+    celery.send_task(jobs.PREDICT, args=[prediction_id], queue=DEAD_QUEUE)
+    started_at = time.monotonic()
+    ended = wait_until(lambda: lost_rows_ended(live_db, run_id, prediction_id), 180, 0.5)
+    summary = [(row.status, row.requeues, row.task_id, row.error) for row in ended]
+    print(
+        f"\nlost messages: training run {run_id} and prediction {prediction_id} ended after "
+        f"{time.monotonic() - started_at:.1f} s: (status, requeues, task id, error) {summary}"
+    )
+    assert [row.status for row in ended] == ["SUCCESS", "SUCCESS"]
+    assert [row.requeues for row in ended] == [1, 1]  # sent again once
+    assert [row.task_id for row in ended] == [
+        f"training-run-{run_id}-r1",
+        f"prediction-{prediction_id}-r1",
+    ]
+    redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).delete(DEAD_QUEUE)
+    # The later tests expect the module's first model only.
+    deleted = httpx.delete(f"{live_url}/models/{ended[0].model_id}", headers=trained["headers"])
+    assert deleted.status_code == 200
+
+
+def lost_rows_ended(engine, run_id: int, prediction_id: int) -> list | None:
+    """Return the training run's and the prediction's rows once both ended."""
+    with engine.connect() as connection:
+        rows = [
+            connection.execute(sa.select(TrainingRun).where(TrainingRun.id == run_id)).one(),
+            connection.execute(sa.select(Prediction).where(Prediction.id == prediction_id)).one(),
+        ]
+    return rows if all(row.status in ("SUCCESS", "FAILURE") for row in rows) else None
+
+
 def test_results_export_predict_and_delete(live_url, live_db, trained):
     headers = trained["headers"]
     model = trained["end"]["model"]
@@ -298,12 +445,6 @@ def test_results_export_predict_and_delete(live_url, live_db, trained):
     assert hasattr(pipeline, "predict") and card["input_columns"]
     assert card["patients"]["left_out_missing_label"] == UNDEFINED
 
-    predicted = post(f"{model_id}/predict", {"extraction-id": trained["other_extraction"]}).json()
-    print(f"\npredict on extraction {trained['other_extraction']}: {predicted}")
-    assert len(predicted["predictions"]) + len(predicted["skipped"]) == N_OTHER
-    assert predicted["n_labelled"] == N_OTHER
-    assert set(predicted["metrics"]) >= {"auc", "accuracy"}
-
     deleted = httpx.delete(f"{live_url}/models/{model_id}", headers=headers)
     assert deleted.status_code == 200
     with live_db.connect() as connection:
@@ -312,6 +453,8 @@ def test_results_export_predict_and_delete(live_url, live_db, trained):
         ).scalar_one()
     assert left == 0
     assert httpx.get(f"{live_url}/models/{model_id}/export", headers=headers).status_code == 404
+    # Its predictions went with it.
+    assert httpx.get(f"{live_url}{trained['prediction_url']}", headers=headers).status_code == 404
 
 
 def test_a_training_that_cannot_run_fails_with_a_readable_message(live_url, live_db, auth, trained):
@@ -435,7 +578,7 @@ def train_and_kill(live_url, live_db, auth, trained, kill) -> dict:
 
 def test_killed_grid_process_ends_the_run_with_a_message(live_url, live_db, auth, workers, trained):
     """SIGKILL of the grid search's pool processes (loky, children of the training worker)."""
-    _, training_worker = workers
+    _, training_worker, _ = workers
 
     def kill() -> list[int]:
         victims = training_worker.child_pids()
@@ -453,7 +596,7 @@ def test_killed_training_worker_run_fails_at_its_restart(
     live_url, live_db, auth, workers, trained, start_worker
 ):
     """SIGKILL of the whole training worker: its restart (same node name) ends the run."""
-    _, training_worker = workers
+    _, training_worker, _ = workers
 
     def kill() -> list[int]:
         victims = [*training_worker.child_pids(), training_worker.process.pid]

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shared.features import service as feature_service
 from shared.features import table
 from shared.features.table import FeatureMatrix, Outcome
 
@@ -272,6 +273,34 @@ def test_survival_ranks_against_the_event():
     survival = {p: {"Time": "12", "Event": v["Outcome"]} for p, v in labels.items()}
     chart = parse_csv(table.chart_csv(matrix, outcome=Outcome("Survival", survival)))
     assert chart.loc[chart["Ranking"] == "0", "FeatureID"].item().endswith("original_sep")
+
+
+def test_ranking_limited_to_some_patients_equals_ranking_a_table_of_only_them():
+    matrix, labels = classification_case()
+    rng = np.random.default_rng(3)
+    flipped = {p: {"Outcome": str(rng.integers(0, 2))} for p in labels}  # noise labels
+    chosen = [f"P{i:02d}" for i in range(0, 30, 3)]
+    limited = table.chart(
+        matrix, outcome=Outcome("Classification", flipped), ranking_patients=chosen
+    )
+    frame = matrix.to_frame()
+    alone = FeatureMatrix.from_frame(frame[frame["PatientID"].isin(chosen)].reset_index(drop=True))
+    reference = parse_csv(table.chart_csv(alone, outcome=Outcome("Classification", flipped)))
+    assert limited.ranked_on == len(chosen)
+    assert list(parse_csv(limited.csv)["Ranking"]) == list(reference["Ranking"])
+
+
+def test_ranking_patients_of_a_split_never_include_test_patients():
+    split = SimpleNamespace(
+        data_splitting_type="traintest", training_patients=["A", "B"], test_patients=["B", "C"]
+    )
+    assert feature_service.ranking_patients(split, ["A", "B", "C", "D"]) == {"A"}
+    split.training_patients = None  # only the test list stored: every other patient
+    assert feature_service.ranking_patients(split, ["A", "B", "C", "D"]) == {"A", "D"}
+    split.test_patients = None  # nothing stored: no split
+    assert feature_service.ranking_patients(split, ["A"]) is None
+    split.data_splitting_type, split.training_patients = "fulldataset", ["A"]
+    assert feature_service.ranking_patients(split, ["A", "B"]) is None
 
 
 def test_anova_f_matches_the_textbook_formula():

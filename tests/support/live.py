@@ -275,7 +275,13 @@ class EventListener:
     def __init__(self, url: str, token: str) -> None:
         self.received: list[tuple[str, dict]] = []
         self.client = socketio.Client(reconnection=False)
-        for name in (events.FEATURE_STATUS, events.EXTRACTION_STATUS, events.TRAINING_STATUS):
+        names = (
+            events.FEATURE_STATUS,
+            events.EXTRACTION_STATUS,
+            events.TRAINING_STATUS,
+            events.PREDICTION_STATUS,
+        )
+        for name in names:
             self.client.on(name, lambda payload, name=name: self.received.append((name, payload)))
         self.client.connect(url, auth={"token": token}, transports=["websocket"], wait_timeout=5)
 

@@ -21,7 +21,7 @@ from shared.extractions.schemas import (
 from shared.features import service as feature_service
 from webapp.auth import current_token, current_user
 from webapp.db import get_session
-from webapp.downloads import attachment
+from webapp.downloads import RANKING_HEADER, attachment
 from webapp.extensions import spec
 from webapp.serialize import dump
 
@@ -105,7 +105,7 @@ def _revoke(task_ids: list[str]) -> None:
     if not task_ids:
         return
     try:
-        jobs.client().control.revoke(task_ids, terminate=True)
+        jobs.revoke(task_ids)
     except Exception as exc:  # the rows are gone already; workers will skip the tasks
         log.warning("revoking %d tasks failed: %s", len(task_ids), exc)
 
@@ -143,8 +143,10 @@ def download_configuration(extraction_id: int) -> Response:
 def feature_details(extraction_id: int) -> Response:
     """Return the feature table and the z-scored chart table as a multipart body."""
     extraction = _owned(extraction_id)
-    body, content_type = feature_service.feature_details(get_session(), extraction=extraction)
-    return Response(body, content_type=content_type)
+    details = feature_service.feature_details(get_session(), extraction=extraction)
+    response = Response(details.body, content_type=details.content_type)
+    response.headers[RANKING_HEADER] = details.ranking_note  # the frontend ignores it
+    return response
 
 
 @bp.get("/extractions/<int:extraction_id>/download")

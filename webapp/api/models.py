@@ -1,5 +1,6 @@
-"""Trained models: list (M1), train (M2), delete (M3), compare (M4), result views (M5-M13),
-export and predict. Every by-id route answers 404 for another user's model."""
+"""Trained models: list (M1), train (M2), delete (M3), compare (M4), result views (M5-M13) and
+export (predictions: webapp/api/predictions.py). Every by-id route answers 404 for another
+user's model."""
 
 from __future__ import annotations
 
@@ -11,11 +12,9 @@ from flask import Blueprint, Response, request
 from pydantic import RootModel, ValidationError
 from spectree import Response as Resp
 
-from shared import jobs
-from shared.errors import InvalidInput, NotFound, ServiceUnavailable
-from shared.extractions import service as extraction_service
+from shared.errors import InvalidInput, NotFound
 from shared.labels.models import LabelCategory
-from shared.modeling import artifacts, compare, dataset, results, service
+from shared.modeling import artifacts, compare, results, service
 from shared.modeling.models import TrainedModel
 from shared.modeling.schemas import (
     FeatureImportances,
@@ -23,8 +22,6 @@ from shared.modeling.schemas import (
     ModelIds,
     ModelRead,
     PredictionPlots,
-    PredictRequest,
-    PredictResponse,
     RocList,
     TestScores,
     TrainRequest,
@@ -38,7 +35,6 @@ from webapp.serialize import dump, dump_all
 
 bp = Blueprint("models", __name__)
 TAGS = ["models"]
-PREDICT_TIMEOUT_SECONDS = 120
 # `{model_ids}` bodies are read by hand (the frontend's downloads send no Content-Type, and the
 # ROC routes also answer GET); the schema is declared for the OpenAPI document only.
 BODY_IDS: dict[str, Any] = {"json": ModelIds, "skip_validation": True}
@@ -259,37 +255,3 @@ def export_model(model_id: int) -> Response:
         archive.writestr("model_card.json", results.card_json(card))
     name = f"model_{results.download_suffix(session, model)}.zip"
     return attachment(buffer.getvalue(), name, "application/zip")
-
-
-@bp.post("/models/<int:model_id>/predict")
-@spec.validate(
-    resp=Resp(HTTP_200=PredictResponse, HTTP_400=None, HTTP_404=None, HTTP_503=None), tags=TAGS
-)
-def predict(model_id: int, json: PredictRequest) -> dict[str, Any]:
-    """Apply a model to another extraction of the caller (on the training worker)."""
-    session = get_session()
-    user_id = current_user().user_id
-    model = _owned(model_id)
-    extraction = extraction_service.get_owned(
-        session, user_id=user_id, extraction_id=json.extraction_id
-    )
-    available = dataset.available_columns(
-        session, user_id=user_id, album_id=extraction.album_id, extraction_id=extraction.id
-    )
-    missing = [c for c in model.input_columns or [] if c not in available]
-    if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise InvalidInput(
-            f"Extraction {extraction.id} lacks features the model needs: "
-            f"{', '.join(missing[:5])}{more}",
-            details=missing,
-        )
-    try:
-        result = jobs.call(jobs.PREDICT, model.id, extraction.id, timeout=PREDICT_TIMEOUT_SECONDS)
-    except Exception as exc:  # broker down, worker lost or too slow: say so, never a trace
-        raise ServiceUnavailable(
-            "The prediction could not run on the training worker; try again later"
-        ) from exc
-    if "error" in result:
-        raise InvalidInput(result["error"])
-    return dump(PredictResponse(**result))

@@ -22,11 +22,8 @@ from shared import jobs
 from shared.config import get_settings
 from shared.db.session import session_scope
 from shared.errors import DomainError
-from shared.extractions.models import FeatureExtraction
-from shared.labels import service as label_service
 from shared.labels.models import LabelCategory
-from shared.modeling import artifacts, dataset, runs
-from shared.modeling.models import TrainedModel
+from shared.modeling import dataset, runs
 from shared.modeling.plan import TrainingInputError
 from shared.modeling.service import to_read
 from workers.celery_app import app
@@ -258,64 +255,3 @@ def _fail(job: runs.RunJob, message: str) -> None:
             return
         session.commit()
         runs.publish_failed(run)
-
-
-# --- prediction with a stored model ------------------------------------------------------------
-
-
-@app.task(name=jobs.PREDICT, bind=True, soft_time_limit=240, time_limit=300)
-def predict(self, model_id: int, extraction_id: int) -> dict[str, Any]:
-    """Apply a stored model to another extraction of its owner; JSON result for the web app."""
-    try:
-        return _predict(model_id, extraction_id)
-    except (TrainingInputError, DomainError, ValueError) as exc:
-        return {"error": str(exc) or type(exc).__name__}
-
-
-def _predict(model_id: int, extraction_id: int) -> dict[str, Any]:
-    """Load the pipeline and the new data, predict, and validate when labels exist."""
-    with session_scope() as session:
-        model = session.get(TrainedModel, model_id)
-        extraction = session.get(FeatureExtraction, extraction_id)
-        if model is None or extraction is None or extraction.user_id != model.user_id:
-            raise DomainError("Model or extraction not found")
-        pipeline = joblib.load(io.BytesIO(artifacts.read(session, model)))
-        patients = sorted(dataset.extracted_patients(session, extraction.id))
-        features, _ = dataset.feature_table(
-            session,
-            user_id=model.user_id,
-            album_id=extraction.album_id,
-            extraction_id=extraction.id,
-            patients=patients,
-            feature_ids=model.input_columns,
-        )
-        category = label_service.current(
-            session, user_id=model.user_id, album_id=extraction.album_id
-        )
-        outcome, n_labelled = None, 0
-        if category is not None and dataset.kind_of(category) == (model.kind or "classification"):
-            labels = dataset.stored_labels(session, category)
-            labelled = [p for p in patients if p in labels.patients]
-            if labelled:
-                outcome, n_labelled = labels.frame(labelled), len(labelled)
-        kind, positive = model.kind or "classification", model.positive_class
-        columns = list(model.input_columns or [])
-    missing = [c for c in columns if c not in features.columns]
-    if missing:
-        raise DomainError(f"Extraction {extraction_id} lacks features the model needs: {missing}")
-    result = engine.predict(pipeline, kind, features[columns], outcome, positive)
-    predictions = [
-        {"patient_id": pid, **_json_safe(item)} for pid, item in result.predictions.items()
-    ]
-    return _nan_free(
-        _json_safe(
-            {
-                "model_id": model_id,
-                "extraction_id": extraction_id,
-                "predictions": predictions,
-                "skipped": dict(result.skipped),
-                "metrics": result.metrics,
-                "n_labelled": n_labelled,
-            }
-        )
-    )
