@@ -62,13 +62,13 @@ def _reference_candidates(columns: list[str], candidates: list[tuple]) -> list[d
     ]
 
 
-def _final_pipeline(columns: list[str], candidate: tuple, n_minor: int) -> Pipeline:
-    """The stored form of a candidate (calibrated SVC), as the model keeps it."""
+def _final_pipeline(columns: list[str], candidate: tuple) -> Pipeline:
+    """The stored form of a candidate (the SVC with probabilities), as the model keeps it."""
     algorithm, scaler, params = candidate
     return Pipeline(
         [
             ("preprocess", column_transformer(columns, [], scaler)),
-            ("model", make_estimator(algorithm, params, 42, n_minor, final=True)),
+            ("model", make_estimator(algorithm, params, 42, final=True)),
         ]
     )
 
@@ -93,7 +93,8 @@ def _sklearn_scores(y: np.ndarray, pipeline: Pipeline, x: pd.DataFrame) -> dict[
 
 def test_nested_cv_equals_plain_scikit_learn_nested_cv_on_the_same_splits():
     """Per outer split: GridSearchCV on the same inner folds picks the same candidate, and the
-    stored (calibrated) form of it, refitted on the outer training fold, scores the same."""
+    stored form of it (the SVC with probabilities), refitted on the outer training fold,
+    scores the same."""
     features, outcome = _signal_table(48, seed=6)
     ids = list(outcome.index)
     grid = {
@@ -123,8 +124,7 @@ def test_nested_cv_equals_plain_scikit_learn_nested_cv_on_the_same_splits():
         best = candidates[search.best_index_]
         chosen = result.evaluation["chosen_per_outer_split"][k]
         assert (chosen["algorithm"], chosen["normalization"], chosen["hyperparameters"]) == best
-        n_minor = int(np.bincount(y[fit]).min())
-        pipeline = _final_pipeline(columns, best, n_minor).fit(x.iloc[fit], y[fit])
+        pipeline = _final_pipeline(columns, best).fit(x.iloc[fit], y[fit])
         expected = _sklearn_scores(y[val], pipeline, x.iloc[val])
         for metric, value in expected.items():
             assert result.cv_scores[metric][k] == pytest.approx(value, abs=1e-12), (k, metric)
@@ -144,8 +144,8 @@ def test_nested_cv_equals_plain_scikit_learn_nested_cv_on_the_same_splits():
     assert result.training_validation.startswith(
         "Nested CV: 5 outer × 5 inner folds, 2 repetitions"
     )
-    # One decision rule: the stored SVC predicts from its calibrated probabilities, as the
-    # outer folds scored it.
+    # One decision rule: the stored SVC predicts from its probabilities, as the outer folds
+    # scored it.
     if result.best_algorithm == "SVC":
         probability = result.pipeline.predict_proba(x)[:, 1]
         assert (result.pipeline.predict(x) == (probability > 0.5)).all()

@@ -295,13 +295,6 @@ def _smallest_group(kind: str, strata: np.ndarray) -> int:
     return int(counts.min())
 
 
-def _minority(kind: str, y: dict[str, np.ndarray], rows: np.ndarray) -> int:
-    """Return the smaller class count of some rows (calibration folds of an SVC)."""
-    if kind != "classification":
-        return MAX_FOLDS
-    return int(np.bincount(y["y"][rows], minlength=2).min())
-
-
 # --- scoring -------------------------------------------------------------------------------------
 def _class1_score(model: Any, x: Any) -> np.ndarray:
     """Return a score increasing with the probability of class 1."""
@@ -345,11 +338,10 @@ def _score_group(
     x_fit = pre.fit_transform(prepared.x.iloc[fit_rows])
     x_val = pre.transform(prepared.x.iloc[val_rows])
     y_fit = _target(prepared.kind, prepared.y, fit_rows)
-    n_minor = _minority(prepared.kind, prepared.y, fit_rows)
     out = []
     for index, params in members:
         try:
-            model = make_estimator(algorithm, params, seed, n_minor).fit(x_fit, y_fit)
+            model = make_estimator(algorithm, params, seed).fit(x_fit, y_fit)
             out.append((index, _scores(prepared.kind, model, x_val, prepared.y, val_rows), None))
         except FIT_ERRORS as exc:
             out.append((index, {}, f"{algorithm} {params}: {exc}"))
@@ -479,11 +471,10 @@ def _nothing_fitted(grid: _Grid, metric: str) -> str:
 def _fit(prepared: _Prepared, candidate: Candidate, seed: int, rows: np.ndarray) -> Pipeline:
     """Fit a candidate's whole pipeline on some rows."""
     algorithm, scaler, params = candidate
-    n_minor = _minority(prepared.kind, prepared.y, rows)
     pipeline = Pipeline(
         [
             ("preprocess", column_transformer(prepared.radiomics, prepared.clinical, scaler)),
-            ("model", make_estimator(algorithm, params, seed, n_minor, final=True)),
+            ("model", make_estimator(algorithm, params, seed, final=True)),
         ]
     )
     with warnings.catch_warnings():
