@@ -75,7 +75,7 @@ FALLBACKS = 5  # candidates tried, best first, when a refit fails
 
 @dataclass(frozen=True)
 class TrainingData:
-    """Everything train() needs; see docs/training-interface.md."""
+    """Everything train() needs; see docs/training.md."""
 
     kind: str  # "classification" | "survival"
     features: pd.DataFrame  # index = patient id; radiomics float, clinical raw
