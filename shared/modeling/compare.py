@@ -2,9 +2,14 @@
 
 - Same test patients: paired bootstrap of the metric difference on identical resamples of the
   test patients (each model's stored predictions against the stored truth).
-- No usable test set, but the same training patients and folds (equal `cv_signature`): the
-  Nadeau-Bengio corrected resampled t-test on the per-split CV scores.
+- No usable test set, but the same outer folds (equal `cv_signature`, which holds a hash of
+  the folds' patients and of the training labels): the Nadeau-Bengio corrected resampled t-test
+  on the per-split nested CV scores. Models trained before the signature held the folds
+  themselves are not paired this way.
 - Anything else: a readable string in the cell; the diagonal is 1.0.
+
+Every pair is a test, so `p_values_holm` adds Holm's adjustment over the pairs of the request
+that have a p-value (family-wise error rate), beside the raw values.
 """
 
 from __future__ import annotations
@@ -69,8 +74,9 @@ def _same_test_set(a: TrainedModel, b: TrainedModel) -> float | None:
 
 def _same_folds(a: TrainedModel, b: TrainedModel, metric: str) -> float | None:
     """Return the corrected resampled t-test p-value when both share patients and folds."""
-    if not a.cv_signature or a.cv_signature != b.cv_signature:
-        return None
+    signature = a.cv_signature or {}
+    if "folds" not in signature or "labels" not in signature or signature != b.cv_signature:
+        return None  # without the folds' own hash, equal settings do not mean equal folds
     scores_a = (a.cv_scores or {}).get(metric)
     scores_b = (b.cv_scores or {}).get(metric)
     if not scores_a or not scores_b or len(scores_a) != len(scores_b):
@@ -112,4 +118,23 @@ def comparison(models: list[TrainedModel]) -> dict[str, Any]:
         "model_ids": [m.id for m in models],
         "comparison_matrix": matrix,
         "p_values": {k: dict(v) for k, v in matrix.items()},
+        "p_values_holm": _holm_matrix(models, matrix),
     }
+
+
+def _holm_matrix(
+    models: list[TrainedModel], matrix: dict[str, dict[str, float | str]]
+) -> dict[str, dict[str, float | str]]:
+    """Return the matrix with Holm-adjusted p-values over the distinct pairs that have one."""
+    keys = [f"model_{m.id}" for m in models]
+    pairs = [
+        (a, b)
+        for i, a in enumerate(keys)
+        for b in keys[i + 1 :]
+        if a != b and isinstance(matrix[a][b], float)
+    ]
+    adjusted = dict(zip(pairs, stats.holm([matrix[a][b] for a, b in pairs]), strict=True))
+    out = {a: dict(row) for a, row in matrix.items()}
+    for (a, b), value in adjusted.items():
+        out[a][b] = out[b][a] = value
+    return out

@@ -1,8 +1,8 @@
 """Hyper-parameter grids of model training, as plain data (no scikit-learn import).
 
-The web process counts candidates from here; the training engine turns each entry into an
-estimator. Every candidate is (algorithm, scaler, parameters). Scalers only apply to the
-radiomics columns (clinical columns carry their own encoding).
+The training engine turns each entry into an estimator. Every candidate is (algorithm, scaler,
+parameters). Scalers only apply to the radiomics columns (clinical columns carry their own
+encoding).
 
 Why these grids are small: with ~100 patients and ~1,000 features, the useful regularisation
 range of each linear model fits in a few log-spaced values, and the old grid's 240 calibrated
@@ -32,19 +32,39 @@ SURVIVAL_ALGORITHMS: tuple[str, ...] = (
     "RandomSurvivalForest",
 )
 
+# Each classifier is searched with and without class weights inversely proportional to the
+# class frequencies ("balanced"): with an uncommon positive class, weighting moves the
+# predictions at the fixed 0.5 threshold towards it (sensitivity) at little cost in AUC.
+CLASS_WEIGHTS: tuple[str | None, ...] = (None, "balanced")
+
+
+def _weighted(params: list[Params]) -> list[Params]:
+    """Return every parameter set once per class weighting."""
+    return [{**p, "class_weight": w} for p in params for w in CLASS_WEIGHTS]
+
+
 CLASSIFICATION_GRID: dict[str, list[Params]] = {
     # `penalty` is named explicitly ("l2", "l1", "elasticnet"); the engine maps it to l1_ratio.
-    "LogisticRegression": [
-        *({"penalty": "l2", "C": c} for c in (0.01, 0.1, 1.0)),
-        *({"penalty": "l1", "C": c} for c in (0.1, 1.0)),
-        {"penalty": "elasticnet", "C": 0.1, "l1_ratio": 0.5},
-    ],
-    "SVC": [
-        *({"kernel": "linear", "C": c} for c in (0.001, 0.01)),
-        *({"kernel": "rbf", "C": c, "gamma": "scale"} for c in (1.0, 10.0)),
-    ],
+    "LogisticRegression": _weighted(
+        [
+            *({"penalty": "l2", "C": c} for c in (0.01, 0.1, 1.0)),
+            *({"penalty": "l1", "C": c} for c in (0.1, 1.0)),
+            {"penalty": "elasticnet", "C": 0.1, "l1_ratio": 0.5},
+        ]
+    ),
+    "SVC": _weighted(
+        [
+            *({"kernel": "linear", "C": c} for c in (0.001, 0.01)),
+            *({"kernel": "rbf", "C": c, "gamma": "scale"} for c in (1.0, 10.0)),
+        ]
+    ),
+    # Fully grown trees (leaf 1) end in pure leaves whatever the weights, so weighting only
+    # changes their probabilities through the splits chosen; with 5 patients a leaf it also
+    # shifts the leaf probabilities towards the weighted class. Forests cost most, so only the
+    # latter is searched with weights.
     "RandomForestClassifier": [
-        {"n_estimators": 100, "max_features": "sqrt", "min_samples_leaf": leaf} for leaf in (1, 5)
+        {"n_estimators": 100, "max_features": "sqrt", "min_samples_leaf": 1, "class_weight": None},
+        *_weighted([{"n_estimators": 100, "max_features": "sqrt", "min_samples_leaf": 5}]),
     ],
 }
 

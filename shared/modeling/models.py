@@ -30,8 +30,8 @@ class TrainedModel(IdMixin, TimestampMixin, OwnedMixin, Base):
     best_algorithm: so.Mapped[str] = so.mapped_column(sa.String(64))
     data_splitting_type: so.Mapped[str] = so.mapped_column(sa.String(16))
     train_test_split_type: so.Mapped[str] = so.mapped_column(sa.String(16))
-    training_validation: so.Mapped[str] = so.mapped_column(sa.String(255))
-    test_validation: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    training_validation: so.Mapped[str] = so.mapped_column(sa.Text)
+    test_validation: so.Mapped[str | None] = so.mapped_column(sa.Text)
     best_data_normalization: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     feature_selection: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     feature_names: so.Mapped[list[str]] = so.mapped_column(sa.JSON)
@@ -65,6 +65,10 @@ class TrainedModel(IdMixin, TimestampMixin, OwnedMixin, Base):
     library_versions: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
     dropped_patients: so.Mapped[list[str] | None] = so.mapped_column(sa.JSON)
     left_out_patients: so.Mapped[list[str] | None] = so.mapped_column(sa.JSON)
+    # Nested CV: the final search's best-of-grid score (optimistic, for reference) and how
+    # every reported figure was obtained (folds, choices, failures, left-out patients).
+    selection_cv_metrics: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
+    evaluation: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
     artifact_sha256: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     artifact_size: so.Mapped[int | None] = so.mapped_column(sa.BigInteger)
 

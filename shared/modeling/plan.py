@@ -1,11 +1,16 @@
-"""The training plan: label checks and the cross-validation layout, before anything is queued.
+"""The training plan: label checks and the nested cross-validation layout, before anything runs.
 
-Pure Python + numpy, so the web process can answer M2 with `n-steps` and reject bad labels
-with a 400 before the training worker sees the job. The engine calls the same function, so
-the number of `progress("training")` events always equals `n_steps`.
+Pure Python, so the web process can answer M2 with `n-steps` and reject bad labels with a 400
+before the training worker sees the job. The engine calls the same function, so the number of
+`progress("training")` events always equals `n_steps`.
 
-Progress unit: one step per cross-validation split (after every candidate was scored on it),
-plus one for the final refit of the best candidate on all training patients.
+Nested cross-validation (the reported estimate): the outer folds (k folds x r repetitions,
+stratified) estimate performance; within each outer training fold an inner k-fold search
+chooses the algorithm and its hyper-parameters. The final model is that same inner search run
+on all training patients, then refitted on them.
+
+Progress unit: one step per outer split (its inner search done and the chosen candidate scored
+on it), one per split of the final search, and one for the final refit.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_FOLDS = 5
-TARGET_SPLITS = 10  # folds x repeats; J = 10 keeps the corrected t interval usable
+TARGET_SPLITS = 10  # outer folds x repeats; J = 10 keeps the corrected t interval usable
 MIN_PATIENTS = 6
+# Each class (or event group) needs 3 training patients: an outer training fold then still
+# holds 2 of them, the least an inner stratified split needs.
+MIN_GROUP = 3
 KINDS = ("classification", "survival")
 MODES = ("fulldataset", "traintest")
 
@@ -29,12 +37,17 @@ class TrainingInputError(ValueError):
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """How training will run: progress steps, CV folds and repeats, and notes for the user."""
+    """How training will run: progress steps, outer folds and repeats, inner folds, notes."""
 
     n_steps: int
-    n_splits: int
-    n_repeats: int
+    n_splits: int  # outer folds (and folds of the final search)
+    n_repeats: int  # repetitions of the outer folds
     notes: tuple[str, ...] = ()
+
+    @property
+    def n_outer(self) -> int:
+        """Return the number of outer splits (folds x repeats)."""
+        return self.n_splits * self.n_repeats
 
 
 def plan(kind: str, mode: str, training_outcome: Sequence[Any]) -> TrainingPlan:
@@ -59,7 +72,8 @@ def plan(kind: str, mode: str, training_outcome: Sequence[Any]) -> TrainingPlan:
             f"Cross-validation reduced to {n_splits} folds ({n_repeats} repetitions): "
             f"the smallest group has only {smallest} training patients."
         )
-    return TrainingPlan(n_splits * n_repeats + 1, n_splits, n_repeats, tuple(notes))
+    n_steps = n_splits * n_repeats + n_splits + 1
+    return TrainingPlan(n_steps, n_splits, n_repeats, tuple(notes))
 
 
 def _classification_strata(outcome: list[Any]) -> tuple[int, list[str]]:
@@ -74,9 +88,10 @@ def _classification_strata(outcome: list[Any]) -> tuple[int, list[str]]:
             f"{len(counts)} ({found})"
         )
     label, smallest = min(counts.items(), key=lambda item: item[1])
-    if smallest < 2:
+    if smallest < MIN_GROUP:
         raise TrainingInputError(
-            f"class {label!r} has {smallest} training patient; each class needs at least 2"
+            f"class {label!r} has {smallest} training patient(s); each class needs at least "
+            f"{MIN_GROUP} for nested cross-validation"
         )
     return smallest, []
 
@@ -96,11 +111,12 @@ def _survival_strata(outcome: list[Any]) -> tuple[int, list[str]]:
             raise TrainingInputError(f"survival times must be finite and >= 0, got {time!r}")
         events += bool(event)
     censored = len(outcome) - events
-    if events < 2:
+    if events < MIN_GROUP:
         raise TrainingInputError(
-            f"survival training needs at least 2 events among the training patients, found {events}"
+            f"survival training needs at least {MIN_GROUP} events among the training patients "
+            f"for nested cross-validation, found {events}"
         )
     notes = []
     if censored == 0:
         notes.append("No censored training patient: folds are not stratified on the event.")
-    return min(events, censored) if censored >= 2 else events, notes
+    return min(events, censored) if censored >= MIN_GROUP else events, notes

@@ -204,10 +204,14 @@ def csv_filename(prefix: str, suffix: str) -> str:
 
 
 def _cell(value: Any) -> str:
-    """Format a CSV cell; NaN and infinities are "N/A"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "N/A"
-    return str(value)
+    """Format a CSV cell of a resample's metric; empty where it is undefined (NaN, "N/A").
+
+    Column k is resample k in every row, so an undefined value keeps its place, empty (as
+    pandas writes NaN).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ""
+    return str(value) if math.isfinite(value) else ""
 
 
 def bootstrap_values_csv(values: dict[str, list[float]]) -> str:
@@ -242,7 +246,8 @@ def importances_csv(importances: list[dict[str, Any]] | None) -> str:
         return out.getvalue()
     writer.writerow(["feature_name", "feature_importance_value"])
     for item in importances:
-        writer.writerow([item["feature_name"], _cell(float(item["importance_value"]))])
+        # A stored "N/A" (undefined importance) stays "N/A"; float("N/A") would raise.
+        writer.writerow([item["feature_name"], _cell(item["importance_value"]) or "N/A"])
     return out.getvalue()
 
 
@@ -277,12 +282,27 @@ def model_card(model: TrainedModel, *, label_category: str, label_type: str) -> 
                 "data_splitting_type": model.data_splitting_type,
                 "train_test_split_type": model.train_test_split_type,
             },
-            "metrics": {"training": model.training_metrics, "test": model.test_metrics},
+            "metrics": {
+                "training": model.training_metrics,
+                "test": model.test_metrics,
+                "selection_cv": model.selection_cv_metrics,
+            },
+            "metrics_meaning": {
+                "training": "nested cross-validation estimate (the model's reported performance)",
+                "test": "final model on the held-out test patients, bootstrap CIs",
+                "selection_cv": "best candidate's mean over the final search's folds: "
+                "optimistic (the best of the grid), for reference only",
+            },
+            "evaluation": model.evaluation or {},
+            "feature_importance": (
+                importance_basis(model) if model.test_feature_importance else None
+            ),
             "patients": {
                 "training_count": len(model.training_patient_ids or []),
                 "test_count": len(model.test_patient_ids or []),
                 "left_out_missing_label": len(model.left_out_patients or []),
                 "dropped_by_clinical_policy": len(model.dropped_patients or []),
+                "test_left_out_by_clinical_policy": _test_left_out(model),
             },
             "library_versions": model.library_versions or {},
             "artifact": {
@@ -293,6 +313,25 @@ def model_card(model: TrainedModel, *, label_category: str, label_type: str) -> 
             },
         }
     )
+
+
+def importance_basis(model: TrainedModel) -> str:
+    """Say what a model's permutation importances were computed on (M12, model card)."""
+    about = (model.evaluation or {}).get("feature_importance") or {}
+    patients = about.get("patients", len(model.test_patient_ids or []))
+    text = f"Permutation importance on the test set ({patients} patients)"
+    if about:
+        text += (
+            f", {about.get('repeats')} shuffles per input column; mean drop in "
+            f"{about.get('metric')}"
+        )
+    return text
+
+
+def _test_left_out(model: TrainedModel) -> int:
+    """Return how many test patients a Drop policy left out of the test evaluation."""
+    test = (model.evaluation or {}).get("test") or {}
+    return int((test.get("left_out") or {}).get("count") or 0)
 
 
 def card_json(card: dict[str, Any]) -> str:

@@ -48,6 +48,10 @@ class ModelRead(TimestampedRead):
     patients_left_out: int = 0
     dropped_patients: list[str] = Field(default_factory=list)
     hyperparameters: dict[str, Any] | None = None
+    # `training_metrics` is the nested-CV estimate; this is the final search's best mean
+    # (optimistic: the best of the grid), and `evaluation` says how each figure was obtained.
+    selection_cv_metrics: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
     user_id: str
     album_id: str
     feature_extraction_id: int
@@ -119,11 +123,16 @@ class PredictRequest(Schema):
 
 
 class ModelComparison(BaseModel):
-    """M4 (§6.8): p-values of paired tests; a readable string where no valid test exists."""
+    """M4 (§6.8): p-values of paired tests; a readable string where no valid test exists.
+
+    `p_values_holm` (beyond the contract): the same matrix with Holm-adjusted p-values over the
+    pairs compared in this request.
+    """
 
     model_ids: list[int]
     comparison_matrix: dict[str, dict[str, float | str]]
     p_values: dict[str, dict[str, float | str]]
+    p_values_holm: dict[str, dict[str, float | str]]
 
 
 class PredictionPlot(BaseModel):
@@ -161,12 +170,13 @@ class RocList(RootModel[list[RocData]]):
 
 
 class FeatureImportances(BaseModel):
-    """M12 answer."""
+    """M12 answer; `computed_on` says which patients the permutations used (the test set)."""
 
     feature_importances: list[dict[str, Any]]
     model_id: str
     algorithm: str
     normalization: str | None
+    computed_on: str
 
 
 class TestScores(BaseModel):

@@ -206,6 +206,8 @@ def _read(model: TrainedModel, category: sa.Row) -> ModelRead:
         patients_left_out=len(model.left_out_patients or []),
         dropped_patients=model.dropped_patients or [],
         hyperparameters=model.hyperparameters,
+        selection_cv_metrics=not_a_number_as_text(model.selection_cv_metrics),
+        evaluation=not_a_number_as_text(model.evaluation),
         user_id=model.user_id,
         album_id=model.album_id,
         feature_extraction_id=model.feature_extraction_id,

@@ -161,16 +161,18 @@ def bootstrap_summary(
     metrics: Sequence[str],
     level: float = 0.95,
 ) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
-    """Return ({metric: mean/inf/sup/order}, {metric: finite values per resample}).
+    """Return ({metric: mean/inf/sup/order}, {metric: value of each resample}).
 
-    `mean` is the estimate on the whole set; the bounds are percentile bootstrap bounds.
-    Resamples where a metric is undefined are left out of that metric.
+    `mean` is the estimate on the whole set; the bounds are percentile bootstrap bounds over
+    the resamples where the metric is defined. The values keep one entry per resample, in
+    resample order (NaN where the metric is undefined), so position k is resample k for
+    every metric.
     """
     summary: dict[str, dict[str, float]] = {}
     values: dict[str, list[float]] = {}
     for order, name in enumerate(metrics):
         column = np.array([r.get(name, NAN) for r in per_resample], dtype=float)
-        values[name] = [float(v) for v in column[np.isfinite(column)]]
+        values[name] = [float(v) for v in column]
         low, high = percentile_ci(column, level)
         summary[name] = {
             "mean": float(point.get(name, NAN)),
@@ -246,6 +248,23 @@ def paired_bootstrap_c_index(
         n_resamples,
         seed,
     )
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Return Holm's step-down adjusted p-values (family-wise error), in the input order.
+
+    The i-th smallest of m p-values is multiplied by (m - i), made non-decreasing along the
+    sorted order and capped at 1.
+    """
+    values = np.asarray(p_values, dtype=float)
+    order = np.argsort(values, kind="mergesort")
+    m = values.size
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * values[index]))
+        adjusted[index] = running
+    return [float(v) for v in adjusted]
 
 
 # --- cross-validation (Nadeau & Bengio) ----------------------------------------------------------

@@ -77,16 +77,29 @@ def test_percentile_bootstrap_covers_the_true_auc():
     assert 0.1 < float(np.mean(widths)) < 0.3
 
 
-def test_bootstrap_skips_undefined_resamples():
-    y = np.array([0] * 9 + [1])  # stratified: every resample keeps the one positive
+def test_bootstrap_keeps_undefined_resamples_in_place():
+    """Issue 15 §6: resample k is column k of every metric, NaN where the metric is undefined.
+
+    Only patient 0 (a negative) is predicted positive, so precision is undefined in exactly
+    the resamples that leave patient 0 out; the CI comes from the defined ones.
+    """
+    y = np.array([0] * 14 + [1] * 6)
+    prediction = np.zeros(20, dtype=int)
+    prediction[0] = 1
+    resamples = stats.stratified_resamples(y, 200, 7)
     per = stats.bootstrap_scores(
-        lambda i: {"auc": stats.roc_auc(y[i], np.arange(10)[i]), "nan": float("nan")}, y, 50, 1
+        lambda i: stats.classification_scores(y[i], np.arange(20)[i], prediction[i]), y, 200, 7
     )
     summary, values = stats.bootstrap_summary(
-        {"auc": 1.0, "nan": float("nan")}, per, ["auc", "nan"]
+        stats.classification_scores(y, np.arange(20), prediction), per, ["auc", "precision"]
     )
-    assert len(values["auc"]) == 50 and values["nan"] == []
-    assert math.isnan(summary["nan"]["inf_value"]) and summary["auc"]["order"] == 0
+    assert len(values["auc"]) == len(values["precision"]) == 200
+    undefined = [not np.isin(0, r) for r in resamples]
+    assert 0 < sum(undefined) < 200
+    assert [math.isnan(v) for v in values["precision"]] == undefined
+    defined = [v for v in values["precision"] if not math.isnan(v)]
+    assert summary["precision"]["inf_value"] == np.percentile(defined, 2.5)
+    assert summary["auc"]["order"] == 0 and summary["precision"]["order"] == 1
 
 
 def test_corrected_ci_and_ttest_by_hand():
@@ -127,3 +140,12 @@ def test_paired_bootstrap_difference():
     risk = -time + rng.normal(scale=3, size=100)
     diff = stats.paired_bootstrap_c_index(time, event, risk, rng.normal(size=100), n_resamples=200)
     assert diff["difference"] > 0.2 and diff["n"] == 200
+
+
+def test_holm_matches_the_step_down_procedure_by_hand():
+    """Issue 15 §7: Holm's adjustment (sorted p x (m - rank), running maximum, capped at 1)."""
+    raw = [0.01, 0.04, 0.03, 0.005, 0.5]
+    # sorted: 0.005*5=0.025, 0.01*4=0.04, 0.03*3=0.09, 0.04*2=0.08->0.09, 0.5*1=0.5
+    assert stats.holm(raw) == pytest.approx([0.04, 0.09, 0.09, 0.025, 0.5])
+    assert stats.holm([0.6, 0.7]) == [1.0, 1.0]
+    assert stats.holm([]) == []

@@ -135,7 +135,7 @@ def test_train_request_uses_stored_labels_and_answers_at_once(client, auth, db, 
     ("labels", "message"),
     [
         ({p: str(i % 3) for i, p in enumerate(PATIENTS)}, "two classes"),
-        ({p: ("1" if p == "P01" else "0") for p in PATIENTS}, "at least 2"),
+        ({p: ("1" if p == "P01" else "0") for p in PATIENTS}, "at least 3 for nested"),
     ],
 )
 def test_train_request_with_bad_labels_is_a_400(client, auth, db, labels, message):
@@ -227,7 +227,15 @@ def classification_model(db, extraction, category, *, test_patients, seed=0, **f
         ],
         hyperparameters={"C": 0.1, "penalty": "l2"},
         cv_scores={"auc": [0.7, 0.8, 0.75, 0.9]},
-        cv_signature={"n_splits": 2, "n_repeats": 2, "seed": 42, "patients": ["P01", "P02"]},
+        cv_signature={
+            "scheme": "nested",
+            "n_splits": 2,
+            "n_repeats": 2,
+            "seed": 42,
+            "patients": ["P01", "P02", "P03", "P04"],
+            "folds": "f" * 64,
+            "labels": "l" * 64,
+        },
         library_versions={"scikit-learn": "1.9.1"},
         left_out_patients=["P11", "P12"],
         dropped_patients=[],
@@ -358,6 +366,75 @@ def test_comparison_uses_valid_paired_tests_or_says_why(client, auth, models):
     assert bad.status_code == 400
 
 
+def _holm_by_hand(raw: dict[tuple[int, int], float]) -> dict[tuple[int, int], float]:
+    """Holm's step-down adjustment, written out for the test."""
+    ordered = sorted(raw, key=raw.get)
+    out, running = {}, 0.0
+    for rank, pair in enumerate(ordered):
+        running = max(running, min(1.0, (len(ordered) - rank) * raw[pair]))
+        out[pair] = running
+    return out
+
+
+def test_comparison_adds_holm_adjusted_p_values(client, auth, db, cohort, models):
+    """Issue 15 §7: every pair is a test; beside the raw p-values, Holm's adjustment."""
+    extraction, category, _ = cohort
+    first, second, _, _ = models
+    third = classification_model(db, extraction, category, test_patients=PATIENTS[:10], seed=4)
+    ids = [first.id, second.id, third.id]
+    body = client.post("/models/compare-data", json={"model_ids": ids}, headers=auth.headers()).json
+    raw = {
+        (a, b): body["p_values"][f"model_{a}"][f"model_{b}"]
+        for i, a in enumerate(ids)
+        for b in ids[i + 1 :]
+    }
+    assert all(isinstance(v, float) for v in raw.values())
+    expected = _holm_by_hand(raw)
+    for (a, b), value in expected.items():
+        assert body["p_values_holm"][f"model_{a}"][f"model_{b}"] == pytest.approx(value)
+        assert body["p_values_holm"][f"model_{b}"][f"model_{a}"] == pytest.approx(value)
+    assert body["p_values_holm"][f"model_{first.id}"][f"model_{first.id}"] == 1.0
+    assert body["comparison_matrix"] == body["p_values"]  # the frontend's fields are raw
+
+
+def test_cv_only_comparison_needs_the_same_folds_and_labels(client, auth, db, cohort):
+    """No shared test set: the corrected t-test only when the fold and label hashes agree."""
+    extraction, category, _ = cohort
+    full = {"data_splitting_type": "fulldataset", "test_outcomes": None, "test_predictions": None}
+
+    def cv_model(seed: int, **signature: str) -> TrainedModel:
+        base = {
+            "scheme": "nested",
+            "n_splits": 2,
+            "n_repeats": 2,
+            "seed": 42,
+            "patients": ["P01", "P02", "P03", "P04"],
+        }
+        scores = list(np.random.default_rng(seed).uniform(0.6, 0.9, 4))
+        return classification_model(
+            db,
+            extraction,
+            category,
+            test_patients=[],
+            seed=seed,
+            cv_scores={"auc": scores},
+            cv_signature={**base, **signature},
+            **full,
+        )
+
+    same = {"folds": "a" * 64, "labels": "b" * 64}
+    a, b = cv_model(1, **same), cv_model(2, **same)
+    other_folds = cv_model(3, folds="c" * 64, labels="b" * 64)
+    old_style = cv_model(4)  # stored before the signature held the folds themselves
+    ids = [a.id, b.id, other_folds.id, old_style.id]
+    matrix = client.post(
+        "/models/compare-data", json={"model_ids": ids}, headers=auth.headers()
+    ).json["p_values"]
+    assert isinstance(matrix[f"model_{a.id}"][f"model_{b.id}"], float)
+    assert "not comparable" in matrix[f"model_{a.id}"][f"model_{other_folds.id}"]
+    assert "not comparable" in matrix[f"model_{a.id}"][f"model_{old_style.id}"]
+
+
 def test_prediction_plots_and_roc(client, auth, models):
     first, _, _, survival = models
     ids = {"model_ids": [first.id, survival.id]}
@@ -408,15 +485,13 @@ def test_csv_downloads_have_the_contract_layout(client, auth, models):
         boot.headers["Content-Disposition"] == f"attachment; filename=test_bootstrap_{suffix}.csv"
     )
     assert boot.mimetype == "text/csv"
+    # Column k is resample k in every row: an undefined value is an empty cell in its place.
     assert boot.data.decode() == (
-        "Metric,Repetition 1,Repetition 2,Repetition 3\r\n"
-        "auc,0.7,N/A,0.9\r\naccuracy,0.6,0.7,0.8\r\n"
+        "Metric,Repetition 1,Repetition 2,Repetition 3\r\nauc,0.7,,0.9\r\naccuracy,0.6,0.7,0.8\r\n"
     )
     scores = client.get(f"/models/{first.id}/download-test-scores-values", headers=headers)
     assert scores.headers["Content-Disposition"] == f"attachment; filename=test_scores_{suffix}.csv"
-    assert (
-        scores.data.decode() == "Metric,Repetition 1,Repetition 2\nauc,0.7,0.8\naccuracy,0.6,N/A\n"
-    )
+    assert scores.data.decode() == "Metric,Repetition 1,Repetition 2\nauc,0.7,0.8\naccuracy,0.6,\n"
     importances = client.get(f"/models/{first.id}/download-feature-importances", headers=headers)
     assert importances.headers["Content-Disposition"] == (
         f"attachment; filename=test_feature_importances_{suffix}.csv"
@@ -458,6 +533,7 @@ def test_importances_and_scores_views(client, auth, models):
     m12 = client.get(f"/models/{first.id}/feature-importances", headers=auth.headers()).json
     assert m12["model_id"] == str(first.id) and m12["algorithm"] == "LogisticRegression"
     assert [f["feature_name"] for f in m12["feature_importances"]] == [FEATURE, "Age"]
+    assert m12["computed_on"].startswith("Permutation importance on the test set (10 patients)")
     m13 = client.get(f"/models/{first.id}/test-scores-values", headers=auth.headers()).json
     assert m13["normalization"] == "StandardScaler"
     assert m13["test_scores"] == [{"auc": 0.7, "accuracy": 0.6}, {"auc": 0.8, "accuracy": "N/A"}]
@@ -478,8 +554,11 @@ def test_export_is_the_pipeline_and_a_model_card(client, auth, models):
         "test_count": 10,
         "left_out_missing_label": 2,
         "dropped_by_clinical_policy": 0,
+        "test_left_out_by_clinical_policy": 0,
     }
     assert card["metrics"]["test"]["auc"]["inf_value"] == 0.6
+    assert card["metrics_meaning"]["training"].startswith("nested cross-validation")
+    assert card["feature_importance"].startswith("Permutation importance on the test set")
     assert card["library_versions"] == {"scikit-learn": "1.9.1"}
     assert card["preprocessing"]["clinical_columns"] == ["Age"]
 

@@ -87,7 +87,8 @@ def probe(request, settings, live_db, tmp_path_factory):
 def test_progress_events_come_from_the_task_process(probe):
     _, _, report = probe
     assert report["event_pids"] == [report["task_pid"]]
-    assert report["n_events"] == report["n_splits"] + 1
+    assert report["n_outer"] == 10  # 5 outer folds x 2 repetitions
+    assert report["n_events"] == report["n_steps"]
 
 
 def test_loky_uses_two_processes_only_outside_prefork(probe):

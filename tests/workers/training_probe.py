@@ -17,6 +17,7 @@ import pandas as pd
 from cloudpickle import register_pickle_by_value
 from joblib import Parallel, delayed
 
+from shared.modeling.plan import plan
 from workers.celery_app import app
 from workers.training.engine import TrainingData, train
 
@@ -52,7 +53,8 @@ def probe_engine(n_jobs: int) -> dict:
         "daemon": bool(multiprocessing.current_process().daemon),
         "event_pids": sorted(set(event_pids)),
         "n_events": len(event_pids),
-        "n_splits": result.cv_signature["n_splits"] * result.cv_signature["n_repeats"],
+        "n_steps": plan("classification", "fulldataset", list(outcome["label"])).n_steps,
+        "n_outer": len(result.cv_scores["auc"]),
         "loky_pids": sorted(set(loky_pids)),
         "warnings": [str(w.message) for w in caught if "n_jobs=1" in str(w.message)],
     }

@@ -211,6 +211,7 @@ def feature_importances(model_id: int) -> dict[str, Any]:
             model_id=str(model_id),
             algorithm=model.best_algorithm,
             normalization=model.best_data_normalization,
+            computed_on=results.importance_basis(model),
         )
     )
 

@@ -1,25 +1,35 @@
 """Model training and prediction, pure compute (no database, Celery or Flask).
 
-train(): the grid of shared/modeling/grids.py searched by repeated stratified k-fold CV on
-the training patients, every candidate one scikit-learn Pipeline (ColumnTransformer +
-estimator) so that imputation, encoding and scaling are fitted on training folds only. The
-best candidate (AUC / c-index) is refitted on all training patients; in train/test mode it is
-then evaluated on the test patients with stratified percentile bootstrap CIs and permutation
-importance.
+train(): nested cross-validation on the training patients (shared/modeling/plan.py). Every
+candidate of the grid (shared/modeling/grids.py) is one scikit-learn Pipeline (ColumnTransformer
++ estimator), so imputation, encoding and scaling are fitted on training folds only.
 
-Parallelism: the (split, scaler, algorithm) groups run in joblib's loky worker processes;
-their results come back to this process one by one (an unordered generator), and this
-process emits the progress events, so the caller's callback never runs in a pool process.
+- Outer folds (k folds x r repetitions, stratified) estimate the performance of the whole
+  procedure: within each outer training fold an inner k-fold search chooses the algorithm and
+  its hyper-parameters, the choice is refitted on that outer training fold and scored on the
+  outer validation fold. These scores are `training_metrics` (the reported estimate).
+- The final model is the same inner search run on all training patients, its best candidate
+  refitted on them. That search's best mean score is `selection_cv_metrics`: optimistic (the
+  best of many), kept for reference only.
+- In train/test mode the final model is then evaluated on the test patients with stratified
+  percentile bootstrap CIs and permutation importance.
+
+Parallelism: the (search, split, scaler, algorithm) groups run in joblib's loky worker
+processes; each group fits its split's preprocessing once for all its candidates. Results come
+back to this process one by one (an unordered generator), and this process emits the progress
+events, so the caller's callback never runs in a pool process.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import multiprocessing
 import platform
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
@@ -29,13 +39,13 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sksurv.util import Surv
 
 from shared.modeling import grids, stats
-from shared.modeling.plan import TrainingInputError, TrainingPlan, plan
-from workers.training.estimators import final_estimator, make_estimator
+from shared.modeling.plan import MAX_FOLDS, MIN_GROUP, TrainingInputError, TrainingPlan, plan
+from workers.training.estimators import DECISION_THRESHOLD, make_estimator
 from workers.training.preprocess import ClinicalColumn, column_transformer
 
 __all__ = [
@@ -52,16 +62,20 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[..., None]
 Candidate = tuple[str, str, dict[str, Any]]
+Split = tuple[np.ndarray, np.ndarray]
 N_RESAMPLES = 1000
 IMPORTANCE_REPEATS = 10
 TESTING_EVENTS = 10  # progress("testing") events over the bootstrap
 REFIT_METRIC = {"classification": "auc", "survival": "c-index"}
 LIBRARIES = ("scikit-learn", "scikit-survival", "numpy", "scipy", "pandas", "joblib")
+FIT_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError)
+FINAL = -1  # key of the final search (on all training patients); outer searches are 0..J-1
+FALLBACKS = 5  # candidates tried, best first, when a refit fails
 
 
 @dataclass(frozen=True)
 class TrainingData:
-    """Everything train() needs; see docs/training-interface.md."""
+    """Everything train() needs; see docs/training.md."""
 
     kind: str  # "classification" | "survival"
     features: pd.DataFrame  # index = patient id; radiomics float, clinical raw
@@ -85,9 +99,11 @@ class TrainingResult:
     input_columns: list[str]
     training_validation: str
     test_validation: str | None
-    training_metrics: dict
-    cv_scores: dict[str, list[float]]
+    training_metrics: dict  # nested CV: the reported estimate
+    cv_scores: dict[str, list[float]]  # nested CV: one value per outer split
     cv_signature: dict
+    selection_cv_metrics: dict  # the final search's best mean: optimistic, for reference
+    evaluation: dict = field(default_factory=dict)  # how every figure was obtained
     test_metrics: dict | None = None
     test_outcomes: dict | None = None
     test_predictions: dict | None = None
@@ -122,7 +138,8 @@ class _Prepared:
     x: pd.DataFrame  # train + test rows, input columns only
     y: dict[str, np.ndarray]  # "y" (0/1) or "time"/"event", aligned with x
     classes: list[str]  # classification: [negative, positive]
-    dropped: list[str]
+    dropped: list[str]  # training and test patients left out by a Drop policy
+    dropped_test: list[str]  # the test patients among them
     promised: TrainingPlan  # the plan the platform computed: n_steps to emit
     actual: TrainingPlan  # the plan after "Drop" rows were removed
 
@@ -207,16 +224,12 @@ def _prepare(data: TrainingData) -> _Prepared:
             ) from None
         if mode == "traintest" and not test_ids:
             raise TrainingInputError("every test patient has a missing clinical value (Drop)")
-    return _build(data, train_ids, test_ids, dropped, promised, actual)
+    layout = {"promised": promised, "actual": actual, "dropped": dropped}
+    return _build(data, train_ids, test_ids, layout)
 
 
 def _build(
-    data: TrainingData,
-    train_ids: list[str],
-    test_ids: list[str],
-    dropped: list[str],
-    promised: TrainingPlan,
-    actual: TrainingPlan,
+    data: TrainingData, train_ids: list[str], test_ids: list[str], layout: dict[str, Any]
 ) -> _Prepared:
     """Build the input table (train then test rows) and the outcome arrays."""
     clinical_names = {c.name for c in data.clinical}
@@ -227,7 +240,7 @@ def _build(
     radiomics = radiomics.apply(pd.to_numeric, errors="coerce").astype(float)
     # Columns without any training value carry nothing the model could learn.
     radiomics = radiomics.loc[:, radiomics.loc[train_ids].notna().any(axis=0)]
-    clinical = [c for c in data.clinical]
+    clinical = list(data.clinical)
     if radiomics.shape[1] == 0 and not clinical:
         raise TrainingInputError("neither clinical nor imaging features were selected")
     x = pd.concat([radiomics, data.features.loc[ids, [c.name for c in clinical]]], axis=1)
@@ -245,18 +258,20 @@ def _build(
             "time": outcome["time"].to_numpy(dtype=float),
             "event": outcome["event"].astype(bool).to_numpy(),
         }
+    tested = set(_labelled(data, data.test_patients))
     return _Prepared(
-        data.kind,
-        train_ids,
-        test_ids,
-        list(radiomics.columns),
-        clinical,
-        x,
-        y,
-        classes,
-        dropped,
-        promised,
-        actual,
+        kind=data.kind,
+        train_ids=train_ids,
+        test_ids=test_ids,
+        radiomics=list(radiomics.columns),
+        clinical=clinical,
+        x=x,
+        y=y,
+        classes=classes,
+        dropped=layout["dropped"],
+        dropped_test=[p for p in layout["dropped"] if p in tested],
+        promised=layout["promised"],
+        actual=layout["actual"],
     )
 
 
@@ -272,6 +287,14 @@ def _strata(kind: str, y: dict[str, np.ndarray], rows: np.ndarray | slice) -> np
     return y["y"][rows] if kind == "classification" else y["event"][rows].astype(int)
 
 
+def _smallest_group(kind: str, strata: np.ndarray) -> int:
+    """Return the size of the smallest group the folds must spread (plan()'s rule)."""
+    counts = np.bincount(strata, minlength=2)
+    if kind == "survival" and counts[0] < MIN_GROUP:  # few censored: the events decide
+        return int(counts[1])
+    return int(counts.min())
+
+
 # --- scoring -------------------------------------------------------------------------------------
 def _class1_score(model: Any, x: Any) -> np.ndarray:
     """Return a score increasing with the probability of class 1."""
@@ -281,42 +304,48 @@ def _class1_score(model: Any, x: Any) -> np.ndarray:
 
 
 def _scores(kind: str, model: Any, x: Any, y: dict[str, np.ndarray], rows: np.ndarray) -> dict:
-    """Score a fitted estimator (or pipeline) on some rows."""
+    """Score a fitted estimator (or pipeline) on some rows; non-finite outputs are an error."""
     if kind == "classification":
-        return stats.classification_scores(y["y"][rows], _class1_score(model, x), model.predict(x))
-    return stats.survival_scores(y["time"][rows], y["event"][rows], model.predict(x))
+        score, predicted = _class1_score(model, x), model.predict(x)
+        if not np.isfinite(score).all():
+            raise ArithmeticError("the model gave non-finite scores")
+        return stats.classification_scores(y["y"][rows], score, predicted)
+    risk = np.asarray(model.predict(x), dtype=float)
+    if not np.isfinite(risk).all():
+        raise ArithmeticError("the model gave non-finite risk scores")
+    return stats.survival_scores(y["time"][rows], y["event"][rows], risk)
 
 
 def _score_group(
     prepared: _Prepared,
-    split: int,
-    train_rows: np.ndarray,
-    test_rows: np.ndarray,
+    key: tuple[int, int],
+    rows: Split,
     scaler: str,
     algorithm: str,
     members: list[tuple[int, dict[str, Any]]],
     seed: int,
-) -> tuple[int, list[tuple[int, dict[str, float], str | None]]]:
+) -> tuple[tuple[int, int], list[tuple[int, dict[str, float], str | None]]]:
     """Fit one split's preprocessing once, then fit and score each candidate of a group.
 
-    Runs in a pool process. A candidate that fails (e.g. a singular Cox fit) scores NaN and
-    its error is returned, so one bad corner of the grid does not stop the search.
+    Runs in a pool process. A candidate that fails (e.g. a singular Cox fit) scores nothing
+    and its error is returned, so one bad corner of the grid does not stop the search.
     """
     # Pool processes only run these fits: convergence and "all coefficients are zero" notices
     # of weak candidates are expected in a grid search and would flood the worker log.
     warnings.simplefilter("ignore")
+    fit_rows, val_rows = rows
     pre = column_transformer(prepared.radiomics, prepared.clinical, scaler)
-    x_fit = pre.fit_transform(prepared.x.iloc[train_rows])
-    x_val = pre.transform(prepared.x.iloc[test_rows])
-    y_fit = _target(prepared.kind, prepared.y, train_rows)
+    x_fit = pre.fit_transform(prepared.x.iloc[fit_rows])
+    x_val = pre.transform(prepared.x.iloc[val_rows])
+    y_fit = _target(prepared.kind, prepared.y, fit_rows)
     out = []
     for index, params in members:
         try:
             model = make_estimator(algorithm, params, seed).fit(x_fit, y_fit)
-            out.append((index, _scores(prepared.kind, model, x_val, prepared.y, test_rows), None))
-        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            out.append((index, _scores(prepared.kind, model, x_val, prepared.y, val_rows), None))
+        except FIT_ERRORS as exc:
             out.append((index, {}, f"{algorithm} {params}: {exc}"))
-    return split, out
+    return key, out
 
 
 class _Ticker:
@@ -345,69 +374,151 @@ def _groups(candidates: list[Candidate]) -> dict[tuple[str, str], list[tuple[int
     return groups
 
 
-def _search(
+# --- the searches --------------------------------------------------------------------------------
+@dataclass
+class _Grid:
+    """Scores of every candidate on every split of one search, and the fits that failed."""
+
+    scores: np.ndarray  # [candidate, split] -> metric dict ({} when the fit failed)
+    errors: dict[int, list[str]]  # candidate -> error of each failed split
+
+
+def _folds(
+    kind: str, y: dict[str, np.ndarray], rows: np.ndarray, n_splits: int, seed: int
+) -> list[Split]:
+    """Return stratified k-fold splits of some rows (absolute row positions)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        parts = cv.split(np.zeros(rows.size), _strata(kind, y, rows))
+        return [(rows[a], rows[b]) for a, b in parts]
+
+
+def _outer_splits(prepared: _Prepared, train_rows: np.ndarray, seed: int) -> list[Split]:
+    """Return the outer splits: the plan's repeated stratified k-fold of the training rows."""
+    layout = prepared.actual
+    cv = RepeatedStratifiedKFold(
+        n_splits=layout.n_splits, n_repeats=layout.n_repeats, random_state=seed
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        strata = _strata(prepared.kind, prepared.y, train_rows)
+        return [(train_rows[a], train_rows[b]) for a, b in cv.split(train_rows, strata)]
+
+
+def _inner_splits(prepared: _Prepared, rows: np.ndarray, seed: int) -> list[Split]:
+    """Return the k-fold splits of a model-selection search over some training rows."""
+    smallest = _smallest_group(prepared.kind, _strata(prepared.kind, prepared.y, rows))
+    return _folds(prepared.kind, prepared.y, rows, max(2, min(MAX_FOLDS, smallest)), seed)
+
+
+def _run_searches(
     prepared: _Prepared,
     candidates: list[Candidate],
-    splits: list[tuple[np.ndarray, np.ndarray]],
+    searches: dict[int, list[Split]],
     ticker: _Ticker,
     seed: int,
     n_jobs: int,
-) -> tuple[np.ndarray, list[str]]:
-    """Score every candidate on every split; return scores[candidate][split] dicts and errors."""
+) -> dict[int, _Grid]:
+    """Score every candidate on every split of every search, in one parallel pass."""
     groups = _groups(candidates)
-    scores = np.empty((len(candidates), len(splits)), dtype=object)
-    remaining = [len(groups)] * len(splits)
-    errors: list[str] = []
+    grids_ = {
+        key: _Grid(np.empty((len(candidates), len(splits)), dtype=object), defaultdict(list))
+        for key, splits in searches.items()
+    }
     tasks = (
-        delayed(_score_group)(prepared, s, tr, te, scaler, algo, members, seed)
-        for s, (tr, te) in enumerate(splits)
+        delayed(_score_group)(prepared, (key, s), rows, scaler, algo, members, seed)
+        for key, splits in searches.items()
+        for s, rows in enumerate(splits)
         for (scaler, algo), members in groups.items()
     )
     runner = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")
-    for split, results in runner(tasks):
+    for (key, split), results in runner(tasks):
+        grid = grids_[key]
         for index, values, error in results:
-            scores[index, split] = values
+            grid.scores[index, split] = values
             if error:
-                errors.append(error)
-        remaining[split] -= 1
-        if remaining[split] == 0:
-            ticker.unit_done()
-    return scores, errors
+                grid.errors[index].append(error)
+        ticker.unit_done()
+    return grids_
 
 
-def _ranking(kind: str, scores: np.ndarray) -> list[int]:
-    """Return the scored candidates, best mean refit metric first (grid order on ties)."""
+def _ranking(kind: str, grid: _Grid) -> list[int]:
+    """Return the candidates that fitted on every split, best mean refit metric first.
+
+    Ties keep grid order. A candidate that failed on any split is never chosen (as
+    GridSearchCV with error_score=nan), whatever it scored on the splits it survived.
+    """
     metric = REFIT_METRIC[kind]
-    means = []
-    for row in scores:
+    means = {}
+    for index, row in enumerate(grid.scores):
         values = np.array([s.get(metric, math.nan) for s in row], dtype=float)
-        means.append(float(np.nanmean(values)) if np.isfinite(values).any() else -math.inf)
-    order = [i for i in sorted(range(len(means)), key=lambda i: -means[i]) if means[i] > -math.inf]
-    if not order:
-        raise TrainingInputError(f"no candidate could be scored ({metric} undefined on every fold)")
-    return order
+        if index not in grid.errors and np.isfinite(values).any():
+            means[index] = float(np.nanmean(values))
+    if not means:
+        raise TrainingInputError(_nothing_fitted(grid, metric))
+    return sorted(means, key=lambda i: -means[i])
 
 
-def _refit_best(
-    prepared: _Prepared,
-    candidates: list[Candidate],
-    scores: np.ndarray,
-    seed: int,
-    train_rows: np.ndarray,
+def _nothing_fitted(grid: _Grid, metric: str) -> str:
+    """Say why no candidate could be chosen."""
+    if not grid.errors:
+        return f"no candidate could be scored ({metric} undefined on every fold)"
+    first = sorted({e for errors in grid.errors.values() for e in errors})[:3]
+    return "no candidate could be fitted on every cross-validation fold: " + "; ".join(first)
+
+
+def _fit(prepared: _Prepared, candidate: Candidate, seed: int, rows: np.ndarray) -> Pipeline:
+    """Fit a candidate's whole pipeline on some rows."""
+    algorithm, scaler, params = candidate
+    pipeline = Pipeline(
+        [
+            ("preprocess", column_transformer(prepared.radiomics, prepared.clinical, scaler)),
+            ("model", make_estimator(algorithm, params, seed, final=True)),
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        pipeline.fit(prepared.x.iloc[rows], _target(prepared.kind, prepared.y, rows))
+    return pipeline
+
+
+def _fit_first(
+    prepared: _Prepared, candidates: list[Candidate], order: list[int], seed: int, rows: np.ndarray
 ) -> tuple[int, Pipeline]:
-    """Refit the best candidate on all training patients; the next one if its fit fails.
+    """Fit the best-ranked candidate on some rows; the next one if its fit fails.
 
-    A penalised Cox fit can diverge on all patients after converging on every fold.
+    A penalised Cox fit can diverge on more patients after converging on every fold.
     """
     errors = []
-    for index in _ranking(prepared.kind, scores)[:5]:
+    for index in order[:FALLBACKS]:
         try:
-            return index, _refit(prepared, candidates[index], seed, train_rows)
-        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            return index, _fit(prepared, candidates[index], seed, rows)
+        except FIT_ERRORS as exc:
             algorithm, _, params = candidates[index]
             log.warning("refit of %s %s failed: %s", algorithm, params, exc)
             errors.append(f"{algorithm}: {exc}")
     raise TrainingInputError(f"the best candidates could not be fitted: {'; '.join(errors)}")
+
+
+def _outer_score(
+    prepared: _Prepared,
+    split: int,
+    candidates: list[Candidate],
+    order: list[int],
+    rows: Split,
+    seed: int,
+) -> tuple[int, int, dict[str, float]]:
+    """Refit an outer fold's choice on its training part; score it on its validation part."""
+    warnings.simplefilter("ignore")
+    fit_rows, val_rows = rows
+    chosen, pipeline = _fit_first(prepared, candidates, order, seed, fit_rows)
+    x_val = prepared.x.iloc[val_rows]
+    try:
+        scores = _scores(prepared.kind, pipeline, x_val, prepared.y, val_rows)
+    except FIT_ERRORS:
+        scores = {}  # an undefined outer score is left out of the estimate (reported)
+    return split, chosen, scores
 
 
 # --- train ---------------------------------------------------------------------------------------
@@ -422,7 +533,7 @@ def train(
     n_resamples: int = N_RESAMPLES,
     importance_repeats: int = IMPORTANCE_REPEATS,
 ) -> TrainingResult:
-    """Search the grid, refit the best candidate and (train/test mode) evaluate it.
+    """Run nested CV, the final search and refit and (train/test mode) the test evaluation.
 
     Calls progress("training") exactly plan(...).n_steps times, then in train/test mode
     progress("testing", current=i, total=n) a few times. `algorithms`, `grid` and `scalers`
@@ -436,112 +547,234 @@ def train(
         )
     only = None if algorithms is None else list(algorithms)
     candidates = grids.candidates(data.kind, only, grid, scalers)
-    actual = prepared.actual
-    ticker = _Ticker(progress, prepared.promised.n_steps, actual.n_steps)
-    n_train = len(prepared.train_ids)
-    train_rows = np.arange(n_train)
-    cv = RepeatedStratifiedKFold(
-        n_splits=actual.n_splits, n_repeats=actual.n_repeats, random_state=data.seed
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The least populated class")
-        splits = list(cv.split(np.zeros(n_train), _strata(data.kind, prepared.y, train_rows)))
-    scores, errors = _search(prepared, candidates, splits, ticker, data.seed, n_jobs)
-    for error in sorted(set(errors))[:5]:
-        log.warning("candidate failed in CV: %s", error)
-    best, pipeline = _refit_best(prepared, candidates, scores, data.seed, train_rows)
-    algorithm, scaler, params = candidates[best]
+    train_rows = np.arange(len(prepared.train_ids))
+    outer = _outer_splits(prepared, train_rows, data.seed)
+    searches = {FINAL: _inner_splits(prepared, train_rows, data.seed)}
+    for k, (fit_rows, _) in enumerate(outer):
+        searches[k] = _inner_splits(prepared, fit_rows, data.seed + 1 + k)
+    units = sum(len(s) for s in searches.values()) * len(_groups(candidates)) + len(outer) + 1
+    ticker = _Ticker(progress, prepared.promised.n_steps, units)
+    searched = _run_searches(prepared, candidates, searches, ticker, data.seed, n_jobs)
+    nested = _nested(prepared, candidates, searched, outer, ticker, data.seed, n_jobs)
+    order = _ranking(prepared.kind, searched[FINAL])
+    best, pipeline = _fit_first(prepared, candidates, order, data.seed, train_rows)
     ticker.unit_done()
-    result = _result(prepared, pipeline, candidates[best], scores[best], splits, data.seed)
+    _attach_metadata(pipeline, prepared)
+    result = _result(prepared, pipeline, candidates, best, searched, searches, outer, nested)
+    result.cv_signature["seed"] = data.seed
     if prepared.test_ids:
         _evaluate_test(prepared, result, progress, data.seed, n_resamples, importance_repeats)
     log.info(
-        "trained %s (%s, %s): %d candidates x %d splits",
-        algorithm,
-        scaler,
-        params,
+        "trained %s: %d candidates, %d outer x %d inner-search splits",
+        candidates[best],
         len(candidates),
-        len(splits),
+        len(outer),
+        len(searches[FINAL]),
     )
     return result
 
 
-def _refit(
-    prepared: _Prepared, candidate: Candidate, seed: int, train_rows: np.ndarray
-) -> Pipeline:
-    """Fit the best candidate's pipeline on all training patients; attach what predict needs."""
-    algorithm, scaler, params = candidate
-    n_minor = 0
-    if prepared.kind == "classification":
-        n_minor = int(np.bincount(prepared.y["y"][train_rows], minlength=2).min())
-    pipeline = Pipeline(
-        [
-            ("preprocess", column_transformer(prepared.radiomics, prepared.clinical, scaler)),
-            ("model", final_estimator(algorithm, params, seed, n_minor)),
-        ]
+@dataclass
+class _Nested:
+    """The outer splits' scores and what each outer training fold chose."""
+
+    scores: list[dict[str, float]]
+    chosen: list[int]
+
+
+def _nested(
+    prepared: _Prepared,
+    candidates: list[Candidate],
+    searched: dict[int, _Grid],
+    outer: list[Split],
+    ticker: _Ticker,
+    seed: int,
+    n_jobs: int,
+) -> _Nested:
+    """Refit each outer training fold's inner choice and score it on its validation fold."""
+    orders = [_ranking(prepared.kind, searched[k]) for k in range(len(outer))]
+    tasks = (
+        delayed(_outer_score)(prepared, k, candidates, orders[k], rows, seed)
+        for k, rows in enumerate(outer)
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=ConvergenceWarning)
-        pipeline.fit(prepared.x.iloc[train_rows], _target(prepared.kind, prepared.y, train_rows))
+    scores: list[dict[str, float]] = [{} for _ in outer]
+    chosen = [0] * len(outer)
+    runner = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")
+    for k, index, values in runner(tasks):
+        scores[k], chosen[k] = values, index
+        ticker.unit_done()
+    return _Nested(scores, chosen)
+
+
+def _attach_metadata(pipeline: Pipeline, prepared: _Prepared) -> None:
+    """Attach what predict() needs to the final pipeline."""
     pipeline.qi2_metadata = {
         "kind": prepared.kind,
         "classes": prepared.classes,
         "radiomics_columns": prepared.radiomics,
         "clinical_columns": [c.name for c in prepared.clinical],
     }
-    return pipeline
 
 
-def _validation_text(prepared: _Prepared) -> str:
-    """Describe the CV as the model card shows it, with the notes of the plan."""
-    plan_ = prepared.actual
+def _validation_text(prepared: _Prepared, inner: list[int]) -> str:
+    """Describe the nested CV as the model card shows it, with the notes of the plan."""
+    layout = prepared.actual
+    low, high = min(inner), max(inner)
+    inner_text = f"{low}" if low == high else f"{low}-{high}"
     text = (
-        f"Repeated Stratified K-Fold Cross-Validation ({plan_.n_splits} folds, "
-        f"{plan_.n_repeats} repetitions"
+        f"Nested CV: {layout.n_splits} outer × {inner_text} inner folds, "
+        f"{layout.n_repeats} repetitions"
     )
-    text += ", stratified on the event)" if prepared.kind == "survival" else ")"
-    notes = list(plan_.notes)
+    text += " (stratified on the event)." if prepared.kind == "survival" else "."
+    text += " Algorithm and hyper-parameters chosen within each outer training fold."
+    notes = list(layout.notes)
     if prepared.dropped:
         notes.append(f"{len(prepared.dropped)} patient(s) left out for missing clinical values.")
     return " ".join([text, *notes])
 
 
+def _digest(value: Any) -> str:
+    """Return the SHA-256 of a JSON value."""
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()
+
+
+def _fold_signature(prepared: _Prepared, outer: list[Split]) -> dict[str, str]:
+    """Return hashes of the outer validation folds (patient ids) and of the training outcome.
+
+    M4 pairs two models' CV scores only when both are equal: the same folds, scored against
+    the same truth.
+    """
+    folds = [sorted(prepared.train_ids[i] for i in val) for _, val in outer]
+    rows = np.arange(len(prepared.train_ids))
+    truth = {k: [v.item() for v in values[rows]] for k, values in sorted(prepared.y.items())}
+    return {"folds": _digest(folds), "labels": _digest([prepared.train_ids, truth])}
+
+
+def _failures(candidates: list[Candidate], grid: _Grid, n_splits: int) -> list[dict]:
+    """Describe the candidates of a search that failed on some splits (never chosen)."""
+    out = []
+    for index, errors in sorted(grid.errors.items()):
+        algorithm, scaler, params = candidates[index]
+        out.append(
+            {
+                "algorithm": algorithm,
+                "normalization": scaler,
+                "hyperparameters": dict(params),
+                "failed_splits": len(errors),
+                "splits": n_splits,
+                "error": errors[0][:300],
+            }
+        )
+    return out
+
+
 def _result(
     prepared: _Prepared,
     pipeline: Pipeline,
-    candidate: Candidate,
-    best_scores: np.ndarray,
-    splits: list[tuple[np.ndarray, np.ndarray]],
-    seed: int,
+    candidates: list[Candidate],
+    best: int,
+    searched: dict[int, _Grid],
+    searches: dict[int, list[Split]],
+    outer: list[Split],
+    nested: _Nested,
 ) -> TrainingResult:
     """Build the result of the CV part."""
-    algorithm, scaler, params = candidate
+    algorithm, scaler, params = candidates[best]
     metrics = stats.metric_names(prepared.kind)
-    cv_scores = {m: [float(s.get(m, math.nan)) for s in best_scores] for m in metrics}
-    n_val = float(np.mean([len(te) for _, te in splits]))
-    n_fit = float(np.mean([len(tr) for tr, _ in splits]))
-    uses_radiomics = bool(prepared.radiomics)
+    cv_scores = {m: [float(s.get(m, math.nan)) for s in nested.scores] for m in metrics}
+    final = searched[FINAL]
+    # Only the selection metric: the searches rank with the cheaper estimators (raw SVC
+    # decisions), so their other metrics would follow another decision rule than the model's.
+    metric = REFIT_METRIC[prepared.kind]
+    selection = {metric: [float(s.get(metric, math.nan)) for s in final.scores[best]]}
+    inner = [len(searches[k]) for k in range(len(outer))]
+    evaluation = _evaluation(prepared, candidates, searched, searches, outer, nested)
     return TrainingResult(
         pipeline=pipeline,
         best_algorithm=algorithm,
-        best_data_normalization=scaler if uses_radiomics else None,
+        best_data_normalization=scaler if prepared.radiomics else None,
         hyperparameters=dict(params),
         feature_names=[str(n) for n in pipeline[:-1].get_feature_names_out()],
         input_columns=list(prepared.x.columns),
-        training_validation=_validation_text(prepared),
+        training_validation=_validation_text(prepared, inner),
         test_validation=None,
-        training_metrics=stats.cv_summary(cv_scores, metrics, n_fit, n_val),
+        training_metrics=stats.cv_summary(cv_scores, metrics, *_sizes(outer)),
         cv_scores=cv_scores,
         cv_signature={
+            "scheme": "nested",
             "n_splits": prepared.actual.n_splits,
             "n_repeats": prepared.actual.n_repeats,
-            "seed": seed,
             "patients": list(prepared.train_ids),
+            **_fold_signature(prepared, outer),
         },
+        selection_cv_metrics=stats.cv_summary(selection, [metric], *_sizes(searches[FINAL])),
+        evaluation=evaluation,
         dropped_patients=list(prepared.dropped),
         library_versions=library_versions(),
-        notes=list(prepared.actual.notes),
+        notes=list(prepared.actual.notes) + evaluation["notes"],
     )
+
+
+def _sizes(splits: list[Split]) -> tuple[float, float]:
+    """Return the mean sizes of the fitting and validation parts of some splits."""
+    return float(np.mean([len(a) for a, _ in splits])), float(np.mean([len(b) for _, b in splits]))
+
+
+def _evaluation(
+    prepared: _Prepared,
+    candidates: list[Candidate],
+    searched: dict[int, _Grid],
+    searches: dict[int, list[Split]],
+    outer: list[Split],
+    nested: _Nested,
+) -> dict[str, Any]:
+    """Say how every figure of the model was obtained (model card, M1's extra fields)."""
+    metric = REFIT_METRIC[prepared.kind]
+    final = searched[FINAL]
+    failed = _failures(candidates, final, len(searches[FINAL]))
+    inner_failed = sum(len(e) for k in range(len(outer)) for e in searched[k].errors.values())
+    undefined = sum(1 for s in nested.scores if not math.isfinite(s.get(metric, math.nan)))
+    chosen = Counter(candidates[i][0] for i in nested.chosen)
+    notes = []
+    if failed:
+        notes.append(
+            f"{len(failed)} of {len(candidates)} candidates failed on some folds of the final "
+            "search and were never chosen."
+        )
+    if undefined:
+        notes.append(f"{metric} undefined on {undefined} outer fold(s), left out of the estimate.")
+    out: dict[str, Any] = {
+        "method": "nested cross-validation",
+        "reported_metrics": "training_metrics: mean over the outer validation folds, with the "
+        "Nadeau-Bengio corrected t interval",
+        "selection_cv_metrics": "best candidate's mean over the final search's folds: "
+        "optimistic (the best of the grid), for reference only",
+        "outer": {
+            "folds": prepared.actual.n_splits,
+            "repetitions": prepared.actual.n_repeats,
+            "splits": len(outer),
+            "stratified_on": "event" if prepared.kind == "survival" else "class",
+        },
+        "inner": {"folds": [len(searches[k]) for k in range(len(outer))], "repetitions": 1},
+        "selection_metric": metric,
+        "candidates": len(candidates),
+        "chosen_per_outer_split": [
+            {"algorithm": a, "normalization": s, "hyperparameters": dict(p)}
+            for a, s, p in (candidates[i] for i in nested.chosen)
+        ],
+        "chosen_algorithms": dict(sorted(chosen.items())),
+        "final_search": {"folds": len(searches[FINAL]), "repetitions": 1},
+        "failed_candidates": failed,
+        "failed_inner_fits": inner_failed,
+        "undefined_outer_scores": undefined,
+        "notes": notes,
+    }
+    if prepared.kind == "classification":
+        out["decision_threshold"] = DECISION_THRESHOLD
+        out["decision_rule"] = (
+            f"positive class when its predicted probability is above {DECISION_THRESHOLD}"
+        )
+    return out
 
 
 def library_versions() -> dict[str, str]:
@@ -617,12 +850,34 @@ def _evaluate_test(
     summary, values, per = bootstrap_metrics(kind, y_test, out, seed, n_resamples, tick)
     progress("testing", current=n_resamples, total=n_resamples)
     ids = prepared.test_ids
-    result.test_validation = f"Stratified percentile bootstrap ({n_resamples} repetitions)"
+    result.test_validation = _test_text(prepared, n_resamples)
     result.test_metrics, result.test_bootstrap_values, result.test_scores_values = (
         summary,
         values,
         per,
     )
+    result.evaluation["test"] = {
+        "method": "stratified percentile bootstrap of the final model's test predictions",
+        "resamples": n_resamples,
+        "stratified_on": "event" if kind == "survival" else "class",
+        "patients": len(ids),
+        "left_out": {
+            "count": len(prepared.dropped_test),
+            "patients": list(prepared.dropped_test),
+            "reason": "missing clinical value (policy Drop)",
+        },
+        "undefined_resamples": {
+            m: int(sum(1 for v in column if not math.isfinite(v))) for m, column in values.items()
+        },
+    }
+    result.evaluation["feature_importance"] = {
+        "computed_on": "test set",
+        "patients": len(ids),
+        "repeats": importance_repeats,
+        "metric": REFIT_METRIC[kind],
+        "method": "permutation importance: mean drop of the metric when one input column is "
+        "shuffled between the test patients",
+    }
     if kind == "classification":
         result.test_outcomes = {p: int(v) for p, v in zip(ids, y_test["y"], strict=True)}
         result.test_predictions = {
@@ -643,6 +898,20 @@ def _evaluate_test(
     result.test_feature_importance = _importance(
         prepared, result.pipeline, x_test, y_test, seed, importance_repeats
     )
+
+
+def _test_text(prepared: _Prepared, n_resamples: int) -> str:
+    """Describe the test evaluation, with the test patients a Drop policy left out."""
+    text = (
+        f"Stratified percentile bootstrap ({n_resamples} repetitions) on "
+        f"{len(prepared.test_ids)} test patients"
+    )
+    if prepared.dropped_test:
+        text += (
+            f"; {len(prepared.dropped_test)} test patient(s) left out for a missing clinical "
+            "value (policy Drop)"
+        )
+    return text
 
 
 def _column_blocks(pre: Any, columns: list[str]) -> list[np.ndarray]:

@@ -239,6 +239,8 @@ def _model_fields(job: runs.RunJob, result: Any) -> dict[str, Any]:
         "hyperparameters": safe(result.hyperparameters),
         "cv_scores": safe(result.cv_scores),
         "cv_signature": safe(result.cv_signature),
+        "selection_cv_metrics": safe(result.selection_cv_metrics),
+        "evaluation": safe(result.evaluation),
         "library_versions": safe(result.library_versions),
         "dropped_patients": list(result.dropped_patients),
         "left_out_patients": list(params.get("left_out_patients") or []),
