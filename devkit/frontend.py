@@ -216,10 +216,23 @@ def main() -> int:
     parser.add_argument("--source", type=Path, help="a frontend tarball or folder")
     parser.add_argument("--port", type=int, default=3000, help="as `./qi2 run --frontend-port`")
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument(
+        "--unpack-to",
+        type=Path,
+        metavar="DIR",
+        help="only unpack the source into DIR with the settings in DIR/.env.production.local "
+        "(the compose `frontend` service's build context, QI2_FRONTEND_DIR)",
+    )
     args = parser.parse_args()
     data = Path(args.data_dir)
     values = read_env_file(Path(args.env_file) if args.env_file else data / "frontend.env")
     source = (args.source or default_source()).resolve()
+    if args.unpack_to:
+        context = unpack(source, args.unpack_to.resolve())
+        lines = "".join(f"{k}={v}\n" for k, v in values.items())
+        (context / ".env.production.local").write_text(lines, encoding="utf-8")
+        print(f"frontend build context ready: {context} (QI2_FRONTEND_DIR)", flush=True)
+        return 0
     print(f"frontend source {source}; settings:", flush=True)
     for name, value in values.items():
         print(f"  {name}={value}", flush=True)
