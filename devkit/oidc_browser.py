@@ -395,7 +395,8 @@ body{font-family:sans-serif;background:#f0f0f0;margin:0}
 #kc-header{background:#393f44;color:#fff;padding:18px 24px;font-size:22px}
 .card{background:#fff;max-width:380px;margin:40px auto;padding:24px 32px;
  border-top:4px solid #0066cc}
-label{display:block;margin-top:14px}input[type=text],input[type=password]{width:100%;padding:6px}
+label{display:block;margin-top:14px}
+input[type=text],input[type=password]{width:100%;padding:6px;box-sizing:border-box}
 #kc-login{margin-top:20px;width:100%;padding:8px;background:#0066cc;color:#fff;border:0}
 .alert-error{background:#ffe6e6;border:1px solid #c00;padding:8px;margin:10px 0}
 </style>"""
