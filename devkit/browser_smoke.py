@@ -53,6 +53,7 @@ CHROMIUM_FLAGS = [
 ]
 LONG = 20 * 60 * 1000  # ms: an extraction or a training on a loaded 2-core machine
 SHORT = 60 * 1000
+STEPS = 14
 CT_PRESET = "PET/CT"  # the seeded default preset with a CT entry
 EVENTS = ("feature-status", "extraction-status", "training-status")
 # keycloak-js removes its silent check-sso iframe as soon as the page posted the answer, which
@@ -140,9 +141,11 @@ class Journey:
         self.out = out
         self.results: list[StepResult] = []
         self.stopped = False
+        self.planned = 0  # every step counts, run or skipped after a failure
 
     def step(self, name: str, action: Callable[[], Any], allowed: tuple[str, ...] = ()) -> None:
         """Run one step unless an earlier one failed; record and print its verdict."""
+        self.planned += 1
         if self.stopped:
             return
         self.recorder.problems.clear()
@@ -537,6 +540,24 @@ def other_checks(journey: Journey, site: str, smoke: Platform) -> None:
     journey.step("admin-sees-own-album", admin_albums)
 
 
+def drive(site: str, smoke: Platform, run_dir: Path) -> tuple[Journey, Recorder]:
+    """Run every step in a fresh chromium profile; return the journey and what it recorded."""
+    profile = Path(tempfile.mkdtemp(prefix="qi2-chromium-"))
+    try:
+        with sync_playwright() as play:
+            context = launch(play, profile)
+            page = context.new_page()
+            recorder = Recorder()
+            recorder.attach(context, page)
+            journey = Journey(page, recorder, run_dir / "screenshots")
+            researcher_journey(journey, site, smoke, run_dir)
+            other_checks(journey, site, smoke)
+            context.close()
+        return journey, recorder
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
 def main() -> int:
     """Start the platform and the frontend, run the journey, report."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -556,11 +577,11 @@ def main() -> int:
     args = parser.parse_args()
     started = time.monotonic()
     run_dir = args.out / time.strftime("%Y%m%d-%H%M%S")
-    shots = run_dir / "screenshots"
-    shots.mkdir(parents=True)
+    (run_dir / "screenshots").mkdir(parents=True)
     results: list[StepResult] = []
     timings: dict[str, float] = {}
     blocked: set[str] = set()
+    planned = STEPS  # when the platform or the build fails, every step counts as failed
     try:
         running = (
             attached(args.attach, args.frontend_port)
@@ -573,34 +594,23 @@ def main() -> int:
             server = None
             if not args.attach:  # attached: the caller's `./qi2 frontend` serves it
                 source = (args.source or frontend.default_source()).resolve()
-                cache = args.out / "frontend-cache"
+                # The cache of `./qi2 frontend` (default data dir): one npm install per checkout.
+                cache = ROOT / "var" / "frontend-cache"
                 build_dir, steps = frontend.build(smoke.values, source, cache)
                 timings.update({f"frontend {k}": v for k, v in steps.items()})
                 timings["frontend total"] = time.monotonic() - t0
                 server = frontend.serve(build_dir, "127.0.0.1", smoke.frontend_port)
             site = f"http://127.0.0.1:{smoke.frontend_port}"
             t0 = time.monotonic()
-            profile = Path(tempfile.mkdtemp(prefix="qi2-chromium-"))
             try:
-                with sync_playwright() as play:
-                    context = launch(play, profile)
-                    page = context.new_page()
-                    recorder = Recorder()
-                    recorder.attach(context, page)
-                    journey = Journey(page, recorder, shots)
-                    researcher_journey(journey, site, smoke, run_dir)
-                    other_checks(journey, site, smoke)
-                    results = journey.results
-                    blocked = recorder.blocked
-                    context.close()
+                journey, recorder = drive(site, smoke, run_dir)
+                results, blocked, planned = journey.results, recorder.blocked, journey.planned
             finally:
-                shutil.rmtree(profile, ignore_errors=True)
                 if server is not None:
                     server.shutdown()
             timings["journey"] = time.monotonic() - t0
     except SystemExit as exc:
         print(f"browser_smoke: could not run: {exc}", file=sys.stderr, flush=True)
-    planned = 14
     passed = sum(r.ok for r in results)
     seconds = time.monotonic() - started
     print("\nscreenshots:")
