@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -180,6 +181,7 @@ def spa(build_dir: Path) -> Any:
 
 def serve(build_dir: Path, host: str, port: int) -> BaseWSGIServer:
     """Serve the build on a background thread; return the server (call shutdown() to stop)."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per static file
     server = make_server(host, port, spa(build_dir), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
