@@ -47,7 +47,7 @@ from shared.imaging.dicomweb import (
     multipart_boundary,
 )
 from shared.imaging.http import HttpClient
-from shared.imaging.local import LocalFolderSource
+from shared.imaging.local import LocalFolderSource, dicom_element
 from shared.imaging.source import (
     MODALITIES_IN_STUDY,
     MODALITY,
@@ -240,11 +240,11 @@ class LocalStore:
         """Return the study's series as QIDO-RS series objects."""
         return [
             {
-                STUDY_UID: _element("UI", study_uid),
-                SERIES_UID: _element("UI", s.series_uid),
-                MODALITY: _element("CS", s.modality),
-                SERIES_DESCRIPTION: _element("LO", s.description),
-                NUMBER_OF_SERIES_INSTANCES: _element("IS", s.number_of_instances),
+                STUDY_UID: dicom_element("UI", study_uid),
+                SERIES_UID: dicom_element("UI", s.series_uid),
+                MODALITY: dicom_element("CS", s.modality),
+                SERIES_DESCRIPTION: dicom_element("LO", s.description),
+                NUMBER_OF_SERIES_INSTANCES: dicom_element("IS", s.number_of_instances),
             }
             for s in self.source.list_series(album.album_id, study_uid)
         ]
@@ -688,11 +688,6 @@ def _asked_uids(extra: list[tuple[str, str]]) -> set[str]:
         for uid in value.split(",")
         if uid
     }
-
-
-def _element(vr: str, value: Any) -> dict[str, Any]:
-    """One DICOM JSON element (no Value when empty)."""
-    return {"vr": vr} if value in (None, "") else {"vr": vr, "Value": [value]}
 
 
 def _paged(items: list[Any], page_size: int | None, mimetype: str = "application/json") -> Response:
