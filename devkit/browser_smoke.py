@@ -244,15 +244,10 @@ def wait_platform(process: subprocess.Popen, api: str, env_file: Path, log: Path
         raise SystemExit("the platform announced itself but is not ready")
 
 
-def realm_url(values: dict[str, str]) -> str:
-    """The realm URL the frontend was built for."""
-    return f"{values['REACT_APP_KEYCLOAK_URL']}/realms/{values['REACT_APP_KEYCLOAK_REALM']}"
-
-
 def demo_patients(values: dict[str, str]) -> list[str]:
     """The demo album's PatientIDs, as the researcher's Kheops lists them."""
     token = httpx.post(
-        f"{realm_url(values)}/protocol/openid-connect/token",
+        f"{frontend.realm_url(values)}/protocol/openid-connect/token",
         data={
             "grant_type": "password",
             "client_id": values["REACT_APP_KEYCLOAK_FRONTEND_CLIENT_ID"],
@@ -498,7 +493,7 @@ def researcher_journey(journey: Journey, site: str, smoke: Platform, out: Path) 
 def other_checks(journey: Journey, site: str, smoke: Platform) -> None:
     """Logout, a refused redirect URI, and the admin who sees their own album too."""
     page = journey.page
-    realm = realm_url(smoke.values)
+    realm = frontend.realm_url(smoke.values)
 
     def logout() -> str:
         page.goto(f"{site}/dashboard")

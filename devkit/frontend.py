@@ -187,12 +187,14 @@ def serve(build_dir: Path, host: str, port: int) -> BaseWSGIServer:
     return server
 
 
+def realm_url(values: dict[str, str]) -> str:
+    """The realm URL the frontend is built for (keycloak-js: url + /realms/ + realm)."""
+    return f"{values['REACT_APP_KEYCLOAK_URL']}/realms/{values['REACT_APP_KEYCLOAK_REALM']}"
+
+
 def redirect_refused(values: dict[str, str], url: str) -> str | None:
     """Ask the issuer whether it accepts this frontend's login redirect; say why not."""
-    auth = (
-        f"{values['REACT_APP_KEYCLOAK_URL']}/realms/{values['REACT_APP_KEYCLOAK_REALM']}"
-        "/protocol/openid-connect/auth"
-    )
+    auth = f"{realm_url(values)}/protocol/openid-connect/auth"
     query = {
         "client_id": values["REACT_APP_KEYCLOAK_FRONTEND_CLIENT_ID"],
         "redirect_uri": f"{url}/silent-check-sso.html",
