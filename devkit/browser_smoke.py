@@ -557,6 +557,11 @@ def drive(site: str, smoke: Platform, run_dir: Path) -> tuple[Journey, Recorder]
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def _stop(signum: int, _frame: Any) -> None:
+    """End the run from a signal, as a failure."""
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def main() -> int:
     """Start the platform and the frontend, run the journey, report."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -574,6 +579,10 @@ def main() -> int:
         "--frontend-port", type=int, default=3000, help="with --attach: its --frontend-port"
     )
     args = parser.parse_args()
+    # `timeout` (CI) sends SIGTERM, and a background job ignores SIGINT: either one ends the
+    # run through the `finally`s, so the platform and its workers are stopped too.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
     started = time.monotonic()
     run_dir = args.out / time.strftime("%Y%m%d-%H%M%S")
     (run_dir / "screenshots").mkdir(parents=True)
