@@ -188,12 +188,16 @@ def launch(env: dict[str, str], args: argparse.Namespace) -> list[subprocess.Pop
     ]
 
 
-def start_album_api(args: argparse.Namespace, settings: Settings) -> KheopsLayer:
-    """Serve Kheops' album API over the local album folders, with the demo albums' owners.
+def start_album_api(args: argparse.Namespace, settings: Settings, ours: bool) -> KheopsLayer:
+    """Serve Kheops' album API over the local album folders.
 
-    It trusts the API's issuer and answers the API's CORS origins.
+    With our issuer the demo albums belong to its dev users; another issuer's users are unknown
+    here, so there every album is every user's. It trusts the API's issuer and answers the
+    API's CORS origins.
     """
     owners = [LayerAlbum(a.album_id, a.album_id, users=set(a.users)) for a in DEMO_ALBUMS]
+    if not ours:
+        owners = []
     layer = KheopsLayer(
         None,
         settings.jwks_url,
@@ -241,6 +245,8 @@ def announce(
         who = "KEYCLOAK_BASE_URL: not ours, so the local dev issuer is not started"
     settings_lines = "\n".join(f"    {k}={v}" for k, v in values.items())
     albums = ", ".join(f"{a.album_id} ({' + '.join(a.users)})" for a in DEMO_ALBUMS)
+    if issuer is None:
+        albums = "every album visible to every user of that issuer"
     print(
         f"""
 QuantImage v2 backend is running (Ctrl-C stops it)
@@ -355,7 +361,7 @@ def main() -> int:
         issuer.start(port=args.issuer_port)
     prepare(env)
     if effective.image_source == "local":
-        kheops_url = start_album_api(args, effective).base_url
+        kheops_url = start_album_api(args, effective, ours=issuer is not None).base_url
     else:
         kheops_url = effective.kheops_base_url  # the browser asks the real Kheops
     values = frontend_values(args, effective, kheops_url)

@@ -81,6 +81,7 @@ def test_an_issuer_of_the_callers_is_announced_and_no_dev_token_written(monkeypa
     text = "\n".join(printed)
     assert "https://sso.example.org/auth/realms/QuantImage-v2" in text
     assert "127.0.0.1:8180" not in text and "Dev token" not in text
+    assert "dev-researcher" not in text  # the local issuer's users mean nothing there
     assert not stale.exists()
 
 
