@@ -1,14 +1,19 @@
-"""A small stand-in for Kheops: its album API and DICOMweb routes in front of Orthanc.
+"""A small stand-in for Kheops: its album API and DICOMweb routes over a study store.
 
-For tests and the local dev platform only. Albums are configured (id → name, studies, allowed
-user subs); studies, series, metadata and WADO-RS answers come from an Orthanc DICOMweb root,
-streamed through. Callers authenticate like with Kheops: a Keycloak-style RS256 access token
-(checked against a JWKS URL) or a capability secret created with `POST /api/capabilities`.
+For tests and the local dev platform only. Two stores: an Orthanc DICOMweb root (the tests'
+Kheops; studies, series, metadata and WADO-RS answers streamed through, albums configured as
+id → name, studies, allowed user subs) and a local folder of albums (`./qi2 run`: one album
+per sub-folder, as the platform's local image source reads them; the album and study lists
+the browser asks Kheops for, no DICOM retrieval). Callers authenticate like with Kheops: a
+Keycloak-style RS256 access token (checked against a JWKS URL) or a capability secret created
+with `POST /api/capabilities`. Each user sees only the albums that list their sub (`*`: every
+user). CORS answers the configured origins, as the platform's API does.
 
 Run alone: `python -m devkit.kheops_layer --dicomweb http://127.0.0.1:8042/dicom-web
 --jwks http://127.0.0.1:8180/realms/QuantImage-v2/protocol/openid-connect/certs
 --albums albums.yaml --port 8080` (albums file: `{id: {name, users: [sub], study_uids: [...]
-| query: {PatientID: "STS_*"}}}`).
+| query: {PatientID: "STS_*"}}}`), or `--local-albums var/albums` instead of `--dicomweb`
+(then the albums file only names albums and their users).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 import jwt
 import yaml
 from flask import Flask, Response, jsonify, request
+from flask_cors import CORS
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from shared.errors import DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
@@ -41,10 +47,15 @@ from shared.imaging.dicomweb import (
     multipart_boundary,
 )
 from shared.imaging.http import HttpClient
+from shared.imaging.local import LocalFolderSource, dicom_element
 from shared.imaging.source import (
     MODALITIES_IN_STUDY,
     MODALITY,
+    NUMBER_OF_SERIES_INSTANCES,
     NUMBER_OF_STUDY_SERIES,
+    PATIENT_ID,
+    SERIES_DESCRIPTION,
+    SERIES_UID,
     STUDY_UID,
     dicom_value,
 )
@@ -54,6 +65,7 @@ log = logging.getLogger(__name__)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 UID_CHUNK = 50
 PAGING_PARAMS = {"album", "limit", "offset", "accept"}
+EVERY_USER = "*"  # an album's `users` entry that lets every authenticated user see it
 
 
 @dataclass
@@ -128,20 +140,163 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class OrthancStore:
+    """Studies of configured albums, from an Orthanc DICOMweb root."""
+
+    def __init__(self, dicomweb_url: str, timeout: float = 30.0) -> None:
+        self.orthanc = HttpClient("Orthanc DICOMweb", dicomweb_url, timeout=timeout, retries=1)
+
+    def albums(self, configured: dict[str, LayerAlbum]) -> dict[str, LayerAlbum]:
+        """Return the albums: exactly the configured ones."""
+        return configured
+
+    def has_study(self, album: LayerAlbum, study_uid: str) -> bool:
+        """Tell whether a study belongs to an album (and, for query albums, is in Orthanc)."""
+        if album.query:
+            return bool(self._qido([*album.query.items(), ("StudyInstanceUID", study_uid)]))
+        return study_uid in album.study_uids
+
+    def studies(
+        self, album: LayerAlbum, extra: list[tuple[str, str]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Return the album's studies from Orthanc (QIDO-RS), with optional extra filters."""
+        extra = extra or []
+        if album.query:
+            return self._qido(list(album.query.items()) + extra)
+        # A caller's own StudyInstanceUID filter narrows the album's list (never widens it).
+        asked = _asked_uids(extra)
+        extra = [(k, v) for k, v in extra if k not in ("StudyInstanceUID", STUDY_UID)]
+        uids = [u for u in album.study_uids if not asked or u in asked]
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(uids), UID_CHUNK):
+            chunk = uids[start : start + UID_CHUNK]
+            found += self._qido([("StudyInstanceUID", ",".join(chunk)), *extra])
+        wanted = set(uids)
+        return [obj for obj in found if dicom_value(obj, STUDY_UID) in wanted]
+
+    def series(self, album: LayerAlbum, study_uid: str) -> list[dict[str, Any]]:
+        """Return the study's series objects (QIDO-RS)."""
+        path = f"studies/{study_uid}/series"
+        return list(self.orthanc.get_json(path, accept=DICOM_JSON) or [])
+
+    def metadata(self, album: LayerAlbum, path: str) -> Any:
+        """Return the metadata of `studies/{uid}[/series/{uid}]`."""
+        return self.orthanc.get_json(f"{path}/metadata", accept=DICOM_JSON)
+
+    def stream(self, path: str, accept: str) -> Any:
+        """Open a streamed WADO-RS answer (a context manager)."""
+        return self.orthanc.stream("GET", path, headers={"Accept": accept})
+
+    def _qido(self, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Run a study-level QIDO-RS query on Orthanc."""
+        return list(self.orthanc.get_json("studies", params=params, accept=DICOM_JSON) or [])
+
+
+class LocalStore:
+    """Studies of a local folder of albums, read as the platform's local image source reads them.
+
+    Every sub-folder is an album; its users come from the configured album of the same id,
+    else `default_users`. Albums, studies, series and metadata only: the platform's workers
+    read the files themselves, so no DICOM retrieval is served (501).
+    """
+
+    def __init__(self, root: Path, default_users: Iterable[str] = (EVERY_USER,)) -> None:
+        self.source = LocalFolderSource(root)
+        self.default_users = set(default_users)
+
+    def albums(self, configured: dict[str, LayerAlbum]) -> dict[str, LayerAlbum]:
+        """Return one album per folder, with the configured name and users when there are."""
+        found = {}
+        for info in self.source.list_albums():
+            album = configured.get(info.album_id) or LayerAlbum(
+                info.album_id, info.name, users=set(self.default_users)
+            )
+            found[info.album_id] = album
+        return found
+
+    def has_study(self, album: LayerAlbum, study_uid: str) -> bool:
+        """Tell whether the album's folder holds the study."""
+        return any(s.study_uid == study_uid for s in self.source.list_studies(album.album_id))
+
+    def studies(
+        self, album: LayerAlbum, extra: list[tuple[str, str]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Return the album's study objects, filtered by StudyInstanceUID or PatientID."""
+        extra = [(k, v) for k, v in extra or [] if k != "includefield"]
+        asked = _asked_uids(extra)
+        patients = {v for k, v in extra if k in ("PatientID", PATIENT_ID)}
+        unknown = {k for k, _ in extra} - {"StudyInstanceUID", STUDY_UID, "PatientID", PATIENT_ID}
+        if unknown:
+            raise InvalidInput(
+                f"This dev layer filters studies by StudyInstanceUID and PatientID, not {unknown}"
+            )
+        return [
+            s.dicom_json
+            for s in self.source.list_studies(album.album_id)
+            if (not asked or s.study_uid in asked) and (not patients or s.patient_id in patients)
+        ]
+
+    def series(self, album: LayerAlbum, study_uid: str) -> list[dict[str, Any]]:
+        """Return the study's series as QIDO-RS series objects."""
+        return [
+            {
+                STUDY_UID: dicom_element("UI", study_uid),
+                SERIES_UID: dicom_element("UI", s.series_uid),
+                MODALITY: dicom_element("CS", s.modality),
+                SERIES_DESCRIPTION: dicom_element("LO", s.description),
+                NUMBER_OF_SERIES_INSTANCES: dicom_element("IS", s.number_of_instances),
+            }
+            for s in self.source.list_series(album.album_id, study_uid)
+        ]
+
+    def metadata(self, album: LayerAlbum, path: str) -> Any:
+        """Return the instances' metadata of `studies/{uid}[/series/{uid}]` (no pixel data)."""
+        parts = path.split("/")
+        study_uid = parts[1]
+        series = (
+            [parts[3]]
+            if len(parts) > 3
+            else [s.series_uid for s in self.source.list_series(album.album_id, study_uid)]
+        )
+        return [
+            item
+            for uid in series
+            for item in self.source.series_metadata(album.album_id, study_uid, uid)
+        ]
+
+    def stream(self, path: str, accept: str) -> Any:
+        """No retrieval from a local folder: the platform reads the files itself."""
+        raise NotServed("This dev layer serves no DICOM files from a local folder")
+
+
+class NotServed(DomainError):
+    """A route the store cannot answer (501)."""
+
+    status = 501
+
+
 class KheopsLayer:
-    """Kheops' API over an Orthanc DICOMweb root, with album and token checks."""
+    """Kheops' API over a study store (Orthanc or a local folder), with album and token checks."""
 
     def __init__(
         self,
-        dicomweb_url: str,
+        dicomweb_url: str | None,
         jwks_url: str,
         albums: Iterable[LayerAlbum] = (),
         *,
         issuer: str | None = None,
         audience: str | None = None,
         timeout: float = 30.0,
+        store: OrthancStore | LocalStore | None = None,
+        cors_origins: list[str] | None = None,
     ) -> None:
-        self.orthanc = HttpClient("Orthanc DICOMweb", dicomweb_url, timeout=timeout, retries=1)
+        if store is None:
+            if dicomweb_url is None:
+                raise ValueError("a DICOMweb URL or a store is needed")
+            store = OrthancStore(dicomweb_url, timeout)
+        self.store = store
+        # The origins a browser may call from (the platform's CORS_ALLOWED_ORIGINS); None: none.
+        self.cors_origins = cors_origins
         self.jwks = jwt.PyJWKClient(jwks_url, cache_keys=True, timeout=timeout)
         self.issuer = issuer
         self.audience = audience
@@ -199,14 +354,18 @@ class KheopsLayer:
         capability = caller.capability
         if capability is not None and not capability.read:
             return []
-        albums = [a for a in self.albums.values() if caller.sub in a.users]
+        albums = [
+            a
+            for a in self.store.albums(self.albums).values()
+            if caller.sub in a.users or EVERY_USER in a.users
+        ]
         if capability is not None and capability.scope_type == "album":
             albums = [a for a in albums if a.album_id == capability.album_id]
         return sorted(albums, key=lambda a: a.album_id)
 
     def album_for(self, caller: Caller, album_id: str) -> LayerAlbum:
         """Return an album the caller may read: 404 if unknown, 403 if not allowed."""
-        album = self.albums.get(album_id)
+        album = self.store.albums(self.albums).get(album_id)
         if album is None:
             raise NotFound(f"Album {album_id} not found")
         if album not in self.visible_albums(caller):
@@ -218,47 +377,13 @@ class KheopsLayer:
         album_id = request.args.get("album")
         candidates = [self.album_for(caller, album_id)] if album_id else self.visible_albums(caller)
         for album in candidates:
-            if self.album_has_study(album, study_uid):
+            if self.store.has_study(album, study_uid):
                 return album
         raise NotFound(f"Study {study_uid} not found")
 
-    def album_has_study(self, album: LayerAlbum, study_uid: str) -> bool:
-        """Tell whether a study belongs to an album (and, for query albums, is in Orthanc)."""
-        if album.query:
-            return bool(self._qido([*album.query.items(), ("StudyInstanceUID", study_uid)]))
-        return study_uid in album.study_uids
-
-    # Orthanc ----------------------------------------------------------------------------------
-    def album_studies(
-        self, album: LayerAlbum, extra: list[tuple[str, str]] | None = None
-    ) -> list[dict[str, Any]]:
-        """Return the album's studies from Orthanc (QIDO-RS), with optional extra filters."""
-        extra = extra or []
-        if album.query:
-            return self._qido(list(album.query.items()) + extra)
-        # A caller's own StudyInstanceUID filter narrows the album's list (never widens it).
-        asked = {
-            uid
-            for key, value in extra
-            if key in ("StudyInstanceUID", STUDY_UID)
-            for uid in value.split(",")
-        }
-        extra = [(k, v) for k, v in extra if k not in ("StudyInstanceUID", STUDY_UID)]
-        uids = [u for u in album.study_uids if not asked or u in asked]
-        found: list[dict[str, Any]] = []
-        for start in range(0, len(uids), UID_CHUNK):
-            chunk = uids[start : start + UID_CHUNK]
-            found += self._qido([("StudyInstanceUID", ",".join(chunk)), *extra])
-        wanted = set(uids)
-        return [obj for obj in found if dicom_value(obj, STUDY_UID) in wanted]
-
-    def _qido(self, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Run a study-level QIDO-RS query on Orthanc."""
-        return list(self.orthanc.get_json("studies", params=params, accept=DICOM_JSON) or [])
-
     def album_json(self, album: LayerAlbum, caller: Caller) -> dict[str, Any]:
         """Return Kheops' album JSON."""
-        studies = self.album_studies(album)
+        studies = self.store.studies(album)
         modalities = sorted(
             {m for obj in studies for m in obj.get(MODALITIES_IN_STUDY, {}).get("Value", [])}
         )
@@ -336,6 +461,9 @@ class KheopsLayer:
     def wsgi_app(self) -> Flask:
         """Build the Flask app serving Kheops' routes."""
         app = Flask("kheops_layer")
+        if self.cors_origins:
+            # As the platform's API: bearer tokens, no cookies; X-Total-Count readable.
+            CORS(app, origins=self.cors_origins, expose_headers=["X-Total-Count"])
         self._album_routes(app)
         self._study_routes(app)
         self._retrieve_routes(app)
@@ -381,29 +509,28 @@ class KheopsLayer:
             extra = [(k, v) for k, v in request.args.items(multi=True) if k not in PAGING_PARAMS]
             found: dict[str, dict[str, Any]] = {}
             for album in albums:
-                for obj in self.album_studies(album, extra):
+                for obj in self.store.studies(album, extra):
                     found.setdefault(str(dicom_value(obj, STUDY_UID)), obj)
             return _paged([found[uid] for uid in sorted(found)], self.page_size, DICOM_JSON)
 
         @app.get("/api/studies/<study_uid>/series")
         def series(study_uid: str) -> Any:
-            self.study_album(self.caller(), study_uid)
+            album = self.study_album(self.caller(), study_uid)
             wanted = _modalities(request.args)
-            found = self.orthanc.get_json(f"studies/{study_uid}/series", accept=DICOM_JSON) or []
+            found = self.store.series(album, study_uid)
             if wanted:
                 found = [s for s in found if str(dicom_value(s, MODALITY)).upper() in wanted]
             return _json(found)
 
         @app.get("/api/studies/<study_uid>/metadata")
         def study_metadata(study_uid: str) -> Any:
-            self.study_album(self.caller(), study_uid)
-            return _json(self.orthanc.get_json(f"studies/{study_uid}/metadata", accept=DICOM_JSON))
+            album = self.study_album(self.caller(), study_uid)
+            return _json(self.store.metadata(album, f"studies/{study_uid}"))
 
         @app.get("/api/studies/<study_uid>/series/<series_uid>/metadata")
         def series_metadata(study_uid: str, series_uid: str) -> Any:
-            self.study_album(self.caller(), study_uid)
-            path = f"studies/{study_uid}/series/{series_uid}/metadata"
-            return _json(self.orthanc.get_json(path, accept=DICOM_JSON))
+            album = self.study_album(self.caller(), study_uid)
+            return _json(self.store.metadata(album, f"studies/{study_uid}/series/{series_uid}"))
 
     def _retrieve_routes(self, app: Flask) -> None:
         """WADO-RS retrieval (streamed from Orthanc) and the study ZIP."""
@@ -433,7 +560,8 @@ class KheopsLayer:
         @app.post("/api/capabilities")
         def create() -> Any:
             capability, secret = self.create_capability(self.caller(), request.form.to_dict())
-            return jsonify({**capability.to_json(self.albums), "secret": secret}), 201
+            albums = self.store.albums(self.albums)
+            return jsonify({**capability.to_json(albums), "secret": secret}), 201
 
         @app.get("/api/capabilities/<capability_id>")
         def show(capability_id: str) -> Any:
@@ -441,13 +569,13 @@ class KheopsLayer:
             capability = self.capabilities.get(capability_id)
             if capability is None or capability.sub != caller.sub:
                 raise NotFound(f"Capability {capability_id} not found")
-            return jsonify(capability.to_json(self.albums))
+            return jsonify(capability.to_json(self.store.albums(self.albums)))
 
         @app.post("/api/capabilities/<capability_id>/revoke")
         @app.delete("/api/capabilities/<capability_id>")
         def revoke(capability_id: str) -> Any:
             capability = self.revoke_capability(self.caller(), capability_id)
-            return jsonify(capability.to_json(self.albums))
+            return jsonify(capability.to_json(self.store.albums(self.albums)))
 
     def _check_download(self, caller: Caller, album: LayerAlbum) -> None:
         """Album-scoped capabilities need the download permission for the ZIP."""
@@ -463,7 +591,7 @@ class KheopsLayer:
         if "multipart/related" not in accept:
             accept = MULTIPART_DICOM
         stack = ExitStack()
-        upstream = stack.enter_context(self.orthanc.stream("GET", path, headers={"Accept": accept}))
+        upstream = stack.enter_context(self.store.stream(path, accept))
         response = Response(
             upstream.iter_bytes(CHUNK_BYTES), 200, content_type=upstream.headers.get("content-type")
         )
@@ -474,9 +602,7 @@ class KheopsLayer:
     def _zip(self, study_uid: str) -> Response:
         """Stream the study as a ZIP whose DICOM files sit under `DICOM/`, like Kheops'."""
         stack = ExitStack()
-        upstream = stack.enter_context(
-            self.orthanc.stream("GET", f"studies/{study_uid}", headers={"Accept": MULTIPART_DICOM})
-        )
+        upstream = stack.enter_context(self.store.stream(f"studies/{study_uid}", MULTIPART_DICOM))
 
         headers = {"Content-Disposition": f"attachment; filename={study_uid}.zip"}
         body = _zip_stream(upstream.headers.get("content-type", ""), upstream)
@@ -553,6 +679,17 @@ def _zip_stream(content_type: str, upstream: Any) -> Iterator[bytes]:
     yield out.take()
 
 
+def _asked_uids(extra: list[tuple[str, str]]) -> set[str]:
+    """Return the StudyInstanceUIDs a QIDO filter asks for (comma lists too)."""
+    return {
+        uid
+        for key, value in extra
+        if key in ("StudyInstanceUID", STUDY_UID)
+        for uid in value.split(",")
+        if uid
+    }
+
+
 def _paged(items: list[Any], page_size: int | None, mimetype: str = "application/json") -> Response:
     """Answer a list with Kheops' limit/offset paging and X-Total-Count."""
     offset = _int_arg("offset", 0)
@@ -623,14 +760,20 @@ def load_layer_albums(path: Path) -> list[LayerAlbum]:
 def main() -> None:
     """Run the layer in the foreground."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--dicomweb", required=True, help="Orthanc DICOMweb root URL")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dicomweb", help="Orthanc DICOMweb root URL")
+    where.add_argument("--local-albums", type=Path, help="a folder of album folders")
     parser.add_argument("--jwks", required=True, help="JWKS URL of the token issuer")
-    parser.add_argument("--albums", type=Path, required=True, help="albums YAML/JSON file")
+    parser.add_argument("--albums", type=Path, help="albums YAML/JSON file (names, users)")
+    parser.add_argument("--cors-origins", default="", help="comma-separated browser origins")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    layer = KheopsLayer(args.dicomweb, args.jwks, load_layer_albums(args.albums))
+    albums = load_layer_albums(args.albums) if args.albums else []
+    store = LocalStore(args.local_albums) if args.local_albums else None
+    origins = [o.strip() for o in args.cors_origins.split(",") if o.strip()]
+    layer = KheopsLayer(args.dicomweb, args.jwks, albums, store=store, cors_origins=origins)
     make_server(args.host, args.port, layer.wsgi_app(), threaded=True).serve_forever()
 
 

@@ -48,6 +48,9 @@ COMPOSE_ONLY = {
     "QI2_REDIS_PORT",
     "QI2_OIDC_PORT",
     "QI2_ALBUMS_DIR",
+    "QI2_FRONTEND_PORT",
+    "QI2_FRONTEND_DIR",
+    "QI2_OIDC_PUBLIC_URL",
     "DEV_KEYCLOAK_BASE_URL",
     "DEV_KEYCLOAK_ISSUER",
     "FLOWER_URL_PREFIX",
@@ -419,6 +422,7 @@ def test_issuer_image_copies_only_the_issuer() -> None:
         "requirements/issuer.txt",
         "devkit/__init__.py",
         "devkit/oidc_issuer.py",
+        "devkit/oidc_browser.py",
     }, from_context
     # The same base as the web image, so the two are patched together.
     base = re.compile(r"^ARG PYTHON_IMAGE=(\S+)$", re.M)
@@ -427,20 +431,18 @@ def test_issuer_image_copies_only_the_issuer() -> None:
 
 
 def test_issuer_image_has_every_distribution_the_issuer_imports() -> None:
-    # The image holds the issuer's module and requirements/issuer.txt, nothing of the app: each
-    # top-level import must come from the standard library or one of those pins.
-    tree = ast.parse((ROOT / "devkit" / "oidc_issuer.py").read_text(encoding="utf-8"))
-    tops = {
-        alias.name.split(".")[0]
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Import)
-        for alias in n.names
-    }
-    tops |= {
-        n.module.split(".")[0]
-        for n in ast.walk(tree)
-        if isinstance(n, ast.ImportFrom) and n.module and n.level == 0
-    }
+    # The image holds the issuer's modules and requirements/issuer.txt, nothing of the app: each
+    # top-level import must come from the standard library, one of those pins or those modules.
+    tops: set[str] = set()
+    for module in ("oidc_issuer.py", "oidc_browser.py"):
+        tree = ast.parse((ROOT / "devkit" / module).read_text(encoding="utf-8"))
+        tops |= {
+            alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names
+        }
+        tops |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    copied = {"devkit.oidc_issuer", "devkit.oidc_browser"}
+    assert not {t for t in tops if t.startswith("devkit")} - copied, tops
+    tops = {t.split(".")[0] for t in tops if t not in copied}
     third_party = tops - set(sys.stdlib_module_names) - {"__future__"}
     assert third_party, "the issuer imports no third-party module?"
     owners = importlib.metadata.packages_distributions()
@@ -455,3 +457,91 @@ def test_issuer_pins_match_the_web_image() -> None:
     assert {"flask", "pyjwt", "cryptography"} <= set(issuer)
     differ = {d: (v, web.get(d)) for d, v in issuer.items() if web.get(d) != v}
     assert not differ, f"issuer.txt pins differ from web.txt (issuer, web): {differ}"
+
+
+# The frontend's five build settings for an operator's .env (docs/runbooks/deploy.md, section 6):
+# (what the operator adds to .env.example, the settings, the frontend's origin).
+FRONTEND = {
+    "base+local+vm": (
+        # The VM's containers reach Keycloak as host.docker.internal, the browser as localhost.
+        {"KEYCLOAK_ISSUER": "http://localhost:8180/realms/QuantImage-v2"},
+        {
+            "REACT_APP_PYTHON_BACKEND_URL": "http://localhost:5000",
+            "REACT_APP_KEYCLOAK_URL": "http://localhost:8180",
+            "REACT_APP_KEYCLOAK_REALM": "QuantImage-v2",
+            "REACT_APP_KEYCLOAK_FRONTEND_CLIENT_ID": "quantimage2-frontend",
+            "REACT_APP_KHEOPS_URL": "http://localhost",
+        },
+        "http://localhost:3000",
+    ),
+    "base+prod": (
+        {
+            "CORS_ALLOWED_ORIGINS": "https://qi2.example.org",
+            "KEYCLOAK_BASE_URL": "https://keycloak.example.org/auth/",
+            "KHEOPS_BASE_URL": "https://kheops.example.org",
+        },
+        {
+            "REACT_APP_PYTHON_BACKEND_URL": f"https://{PROD_REQUIRED['TRAEFIK_URL_FLASKAPP']}",
+            "REACT_APP_KEYCLOAK_URL": "https://keycloak.example.org/auth",
+            "REACT_APP_KEYCLOAK_REALM": "QuantImage-v2",
+            "REACT_APP_KEYCLOAK_FRONTEND_CLIENT_ID": "quantimage2-frontend",
+            "REACT_APP_KHEOPS_URL": "https://kheops.example.org",
+        },
+        "https://qi2.example.org",
+    ),
+}
+
+
+def test_runbook_names_the_frontend_settings() -> None:
+    text = (ROOT / "docs" / "runbooks" / "deploy.md").read_text(encoding="utf-8")
+    section = text.split("## 6. The frontend", 1)[1].split("\n## 7.", 1)[0]
+    for name in FRONTEND["base+prod"][1]:
+        assert f"| `{name}` |" in section, name
+    assert "SOCKETIO_LEGACY_ANONYMOUS" in section and "auth:" in section
+
+
+@pytest.mark.parametrize("combination", list(FRONTEND))
+def test_cors_and_issuer_match_the_frontend(combination: str, prod_env: Path, tmp_path) -> None:
+    additions, values, origin = FRONTEND[combination]
+    env_file = tmp_path / "operator.env"
+    base = _env_file_for(combination, prod_env).read_text(encoding="utf-8")
+    env_file.write_text(base + "".join(f"{k}={v}\n" for k, v in additions.items()))
+    result = _compose([BASE, *OVERLAYS[combination]], "config", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in ("webapp", "sockets"):
+        environment = services[name]["environment"]
+        keys = (
+            "CORS_ALLOWED_ORIGINS",
+            "KEYCLOAK_BASE_URL",
+            "KEYCLOAK_REALM_NAME",
+            "KEYCLOAK_ISSUER",
+            "KEYCLOAK_QUANTIMAGE2_FRONTEND_CLIENT_ID",
+            "KEYCLOAK_ALLOWED_AZP",
+        )
+        # Explicit values (None for unset) so that nothing comes from this process's environment.
+        settings = Settings(_env_file=None, **{k: environment.get(k) or None for k in keys})
+        assert "*" not in settings.cors_allowed_origins, (combination, name)
+        assert origin in settings.cors_allowed_origins, (combination, name)
+        realm = values["REACT_APP_KEYCLOAK_REALM"]
+        assert settings.keycloak_realm_name == realm
+        # keycloak-js's tokens name the URL the browser used; the API must expect exactly it.
+        assert settings.expected_issuer == f"{values['REACT_APP_KEYCLOAK_URL']}/realms/{realm}"
+        client = values["REACT_APP_KEYCLOAK_FRONTEND_CLIENT_ID"]
+        assert settings.keycloak_client_id == client
+        assert not settings.keycloak_allowed_azp or client in settings.keycloak_allowed_azp
+    backend = values["REACT_APP_PYTHON_BACKEND_URL"]
+    if combination == "base+prod":
+        assert f"Host(`{backend.removeprefix('https://')}`)" in str(services["sockets"]["labels"])
+    else:
+        port = services["sockets"]["ports"][0]  # compose v1: "address:host:container"
+        assert backend.endswith(f":{str(port).split(':')[-2]}"), port
+
+
+def test_frontend_service_builds_the_snapshot_with_its_own_dockerfile(rendered) -> None:
+    # Built from the unpacked frontend by the Dockerfile its repository ships; none is copied.
+    service = rendered["base+local"]["frontend"]
+    assert service["profiles"] == ["frontend"]
+    assert service["build"]["dockerfile"] == "Dockerfile.prod"
+    assert not list(ROOT.glob("**/Dockerfile.prod")), "a copy of the frontend's Dockerfile"
+    assert "frontend" not in rendered["base+prod"]

@@ -316,21 +316,21 @@ def study_record(study_uid: str, items: list[Instance]) -> StudyInfo:
     first = items[0]
     modalities = sorted({i.modality for i in items if i.modality})
     obj: dict[str, Any] = {
-        STUDY_DATE: _element("DA", first.study_date),
+        STUDY_DATE: dicom_element("DA", first.study_date),
         MODALITIES_IN_STUDY: {"vr": "CS", "Value": modalities},
-        STUDY_DESCRIPTION: _element("LO", first.study_description),
-        PATIENT_NAME: _element(
+        STUDY_DESCRIPTION: dicom_element("LO", first.study_description),
+        PATIENT_NAME: dicom_element(
             "PN", None if first.patient_name is None else {"Alphabetic": first.patient_name}
         ),
-        PATIENT_ID: _element("LO", first.patient_id),
-        STUDY_UID: _element("UI", study_uid),
-        NUMBER_OF_STUDY_SERIES: _element("IS", len({i.series_uid for i in items})),
-        NUMBER_OF_STUDY_INSTANCES: _element("IS", len(items)),
+        PATIENT_ID: dicom_element("LO", first.patient_id),
+        STUDY_UID: dicom_element("UI", study_uid),
+        NUMBER_OF_STUDY_SERIES: dicom_element("IS", len({i.series_uid for i in items})),
+        NUMBER_OF_STUDY_INSTANCES: dicom_element("IS", len(items)),
     }
     return StudyInfo(study_uid=study_uid, patient_id=first.patient_id, dicom_json=obj)
 
 
-def _element(vr: str, value: Any) -> dict[str, Any]:
+def dicom_element(vr: str, value: Any) -> dict[str, Any]:
     """Build one DICOM JSON element (no Value key when the value is empty)."""
     if value in (None, ""):
         return {"vr": vr}
