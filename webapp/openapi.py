@@ -33,8 +33,8 @@ ASSETS = frozenset(
     }
 )
 ASSET_MAX_AGE = 24 * 3600
-# Path parameter -> the 200 answers that name such an id: (path, method, JSON pointer). A list's
-# first item stands for the list (a runtime expression names one value).
+# Path parameter -> the success answers that name such an id: (path, method, JSON pointer). A
+# list's first item stands for the list (a runtime expression names one value).
 ID_SOURCES: dict[str, list[tuple[str, str, str]]] = {
     "extraction_id": [
         ("/extractions/album/{album_id}", "get", "/id"),
@@ -47,6 +47,10 @@ ID_SOURCES: dict[str, list[tuple[str, str, str]]] = {
     "model_id": [("/models/{album_id}", "get", "/0/id")],
     "collection_id": [("/feature-collections/new", "post", "/collection/id")],
     "preset_id": [("/feature-presets", "post", "/id"), ("/feature-presets", "get", "/0/id")],
+    "prediction_id": [
+        ("/models/{model_id}/predict", "post", "/id"),
+        ("/models/{model_id}/predictions", "get", "/0/id"),
+    ],
 }
 
 # spectree formats this with str.format (spec_url, ...): literal braces are doubled.
@@ -104,7 +108,8 @@ def _link_ids(paths: dict[str, Any]) -> None:
             if any(p["in"] == "path" and p["name"] == name for p in operation.get("parameters", []))
         ]
         for path, method, pointer in sources:
-            answer = paths[path][method]["responses"]["200"]
+            responses = paths[path][method]["responses"]
+            answer = next(responses[code] for code in ("200", "201", "202") if code in responses)
             links = answer.setdefault("links", {})
             for target_path, target in takers:
                 parameters = {name: f"$response.body#{pointer}"}

@@ -121,10 +121,15 @@ def test_openapi_links_carry_ids_into_the_routes_that_take_them(client):
         "category_id": "$response.body#/id",
         "album_id": "$request.path.album_id",
     }
+    started = paths["/models/{model_id}/predict"]["post"]["responses"]["202"]["links"]
+    assert started["get__predictions_prediction_id"]["parameters"] == {
+        "prediction_id": "$response.body#/id"
+    }
     linked = set()
     for ops in paths.values():
         for op in ops.values():
-            for link in op["responses"].get("200", {}).get("links", {}).values():
+            answers = [a for code, a in op["responses"].items() if code.startswith("2")]
+            for link in (link for a in answers for link in a.get("links", {}).values()):
                 path, target = operations[link["operationId"]]
                 names = {p["name"] for p in target["parameters"] if p["in"] == "path"}
                 assert set(link["parameters"]) == names, (path, link)
