@@ -254,10 +254,9 @@ def inputs(session: so.Session, job: PredictionJob) -> PredictionInputs:
     missing = [c for c in columns if c not in features.columns]
     if missing:  # the features changed since the request
         raise DomainError(_missing_text(extraction.id, missing))
-    kind = model.kind or dataset.CLASSIFICATION
     prepared = PredictionInputs(
         artifact=artifacts.read(session, model),
-        kind=kind,
+        kind=model.kind,
         positive_class=model.positive_class,
         features=features[columns] if columns else features,
         outcome=None,

@@ -28,8 +28,8 @@ NO_TRAIN_PREDICTIONS = "Train predictions are not stored for this model"
 
 
 def is_survival(model: TrainedModel) -> bool:
-    """Tell a survival model from a classification one."""
-    return (model.kind or "").lower() == "survival" or "Survival" in model.name
+    """Tell a survival model from a classification one (by its kind, never by its name)."""
+    return model.kind == "survival"
 
 
 def _number(value: Any) -> Any:

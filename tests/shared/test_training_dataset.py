@@ -129,6 +129,7 @@ def test_pipeline_bytes_are_stored_in_chunks_with_a_checksum(db, album, monkeypa
         user_id="user-bob",
         album_id="album-d",
         name="m",
+        kind="classification",
         best_algorithm="SVC",
         data_splitting_type="fulldataset",
         train_test_split_type="automatic",

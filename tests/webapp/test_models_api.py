@@ -586,3 +586,22 @@ def test_metrics_without_a_value_read_as_text_not_bare_nan():
         "auc": {"mean": "N/A", "inf_value": "N/A", "order": 0},
         "x": [1.5],
     }
+
+
+def test_a_classification_model_of_a_survival_named_album_is_scored_as_classification(
+    client, auth, db, cohort
+):
+    """The kind decides, not the name (which embeds the album's name)."""
+    extraction, category, _ = cohort
+    model = classification_model(
+        db,
+        extraction,
+        category,
+        test_patients=PATIENTS[:10],
+        name="Survival study_model_Classification_1764150000",
+    )
+    roc = client.get(f"/models/{model.id}/roc-curve-test-data", headers=auth.headers()).json
+    assert "error" not in roc[0] and len(roc[0]["fpr"]) > 2
+    plot = client.post(f"/models/{model.id}/plot-test-predictions", headers=auth.headers()).json
+    assert "auc" in plot[0] and "model_type" not in plot[0]
+    assert len(plot[0]["patients"]) == 10 and "probability" in plot[0]["patients"][0]
