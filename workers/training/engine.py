@@ -914,7 +914,7 @@ def _test_text(prepared: _Prepared, n_resamples: int) -> str:
     return text
 
 
-def _column_blocks(pre: Any, columns: list[str]) -> list[np.ndarray]:
+def _column_blocks(pre: Any) -> list[np.ndarray]:
     """Return, per raw input column, the indices of its columns in the transformed matrix."""
     blocks = []
     for name, _, inputs in pre.transformers_:
@@ -946,7 +946,7 @@ def _importance(
     """
     pre, model = pipeline.named_steps["preprocess"], pipeline[-1]
     base = np.asarray(pre.transform(x_test), dtype=float)
-    blocks = _column_blocks(pre, list(x_test.columns))
+    blocks = _column_blocks(pre)
     n = base.shape[0]
     kind = prepared.kind
 
