@@ -27,11 +27,13 @@ ALBUM = "album-x"
 TIMESTAMP = re.compile(rb'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?"')
 ROW_ID = re.compile(rb'("(?:[a-z_-]*[_-])?id"):\d+')
 CELERY_ID = re.compile(rb'"(task_id|result_id)":"[^"]*"')
+ARTIFACT = re.compile(rb'"db://model/\d+"')
 
 
 def _masked(body: bytes) -> str:
     """Mask what changes from run to run: timestamps, integer row ids and Celery task ids."""
     body = CELERY_ID.sub(rb'"\1":"<celery id>"', TIMESTAMP.sub(b'"<time>"', body))
+    body = ARTIFACT.sub(b'"db://model/0"', body)
     return ROW_ID.sub(rb"\1:0", body).decode()
 
 
