@@ -605,3 +605,18 @@ def test_a_classification_model_of_a_survival_named_album_is_scored_as_classific
     plot = client.post(f"/models/{model.id}/plot-test-predictions", headers=auth.headers()).json
     assert "auc" in plot[0] and "model_type" not in plot[0]
     assert len(plot[0]["patients"]) == 10 and "probability" in plot[0]["patients"][0]
+
+
+def test_unknown_algorithms_are_a_400_naming_them_before_anything_is_queued(
+    client, auth, db, cohort
+):
+    extraction, category, _ = cohort
+    body = train_body(extraction, category, algorithms=["SVC", "XGBoost", "CoxPHSurvivalAnalysis"])
+    response = client.post("/models/album-x", json=body, headers=auth.headers())
+    assert response.status_code == 400 and response.is_json
+    assert response.json["error"] == (
+        "Unknown classification algorithm(s): CoxPHSurvivalAnalysis, XGBoost"
+    )
+    assert db.scalar(sa.select(sa.func.count()).select_from(TrainingRun)) == 0
+    known = train_body(extraction, category, algorithms=["SVC"])
+    assert client.post("/models/album-x", json=known, headers=auth.headers()).status_code == 200
