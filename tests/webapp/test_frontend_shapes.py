@@ -14,13 +14,8 @@ import re
 from pathlib import Path
 
 from shared.collections.models import FeatureCollection
-from tests.webapp.test_models_api import (
-    FEATURE,
-    PATIENTS,
-    classification_model,
-    make_extraction,
-    make_outcome,
-)
+from tests.support.factories import make_extraction, make_outcome
+from tests.webapp.test_models_api import FEATURE, PATIENTS, classification_model
 
 RECORDED = Path(__file__).parent / "data" / "frontend_shapes.json"
 ALBUM = "album-x"

@@ -17,55 +17,16 @@ import pytest
 import sqlalchemy as sa
 
 from shared.collections.models import FeatureCollection
-from shared.extractions import service as extraction_service
-from shared.features import storage
-from shared.imaging.source import StudyInfo
-from shared.labels.models import Label, LabelCategory
 from shared.modeling import artifacts
 from shared.modeling.models import ModelArtifactChunk, TrainedModel, TrainingRun
 from shared.modeling.results import roc_curve
 from shared.modeling.schemas import not_a_number_as_text
+from tests.support.factories import make_extraction, make_outcome
 
 SEP = "\u2011"
-NAMES = ["original_firstorder_Mean", "original_glcm_Contrast"]
 FEATURE = f"CT{SEP}GTV{SEP}original_firstorder_Mean"
 PATIENTS = [f"P{i:02d}" for i in range(1, 13)]
 PIPELINE = b"fitted pipeline bytes " * 100
-
-
-def make_extraction(db, user_id: str, album_id: str, patients: list[str]):
-    """An extraction with CT/GTV values for every patient."""
-    extraction = extraction_service.create(
-        db,
-        user_id=user_id,
-        album_id=album_id,
-        album_name="My Album",
-        config_yaml="{}\n",
-        rois=["GTV"],
-        studies=[StudyInfo(f"1.2.{i}", p) for i, p in enumerate(patients)],
-    )
-    rng = np.random.default_rng(1)
-    for task in extraction.tasks:
-        storage.store_study_vectors(
-            db,
-            extraction_id=extraction.id,
-            task_id=task.id,
-            vectors=[storage.VectorIn("CT", "GTV", NAMES, rng.normal(size=2))],
-        )
-        task.status = "SUCCESS"
-    db.flush()
-    return extraction
-
-
-def make_outcome(db, user_id: str, album_id: str, labels: dict[str, str], name="Response"):
-    """A classification outcome with the given Outcome labels."""
-    category = LabelCategory(
-        user_id=user_id, album_id=album_id, label_type="Classification", name=name
-    )
-    category.labels = [Label(patient_id=p, label_content={"Outcome": v}) for p, v in labels.items()]
-    db.add(category)
-    db.flush()
-    return category
 
 
 @pytest.fixture
