@@ -1,4 +1,5 @@
-"""Celery edge of model training: claim the run, assemble the data, train, store, notify.
+"""Celery edge of model training: claim the run, read its data (shared/modeling/flows.py), train,
+store, notify.
 
 The task receives the run's row id only. Progress is written to the `training_run` row, then
 published as `training-status` to the owner's room. The model row and its pipeline are
