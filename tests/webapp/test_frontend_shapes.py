@@ -15,7 +15,7 @@ from pathlib import Path
 
 from shared.collections.models import FeatureCollection
 from tests.support.factories import make_extraction, make_outcome
-from tests.webapp.test_models_api import FEATURE, PATIENTS, classification_model
+from tests.webapp.test_models_api import FEATURE, PATIENTS, classification_model, survival_model
 
 RECORDED = Path(__file__).parent / "data" / "frontend_shapes.json"
 ALBUM = "album-x"
@@ -47,18 +47,7 @@ def _seed(db) -> dict[str, int]:
     )
     same = PATIENTS[:10]
     classification_model(db, extraction, category, test_patients=same, seed=1)
-    classification_model(
-        db,
-        extraction,
-        category,
-        test_patients=same,
-        kind="survival",
-        name="My-Album_model_Survival_1",
-        best_algorithm="IPCRidge",
-        test_outcomes={p: {"time": 10.0 + i, "event": bool(i % 2)} for i, p in enumerate(same)},
-        test_predictions={p: {"risk_score": float(-i)} for i, p in enumerate(same)},
-        test_predictions_probabilities=None,
-    )
+    survival_model(db, extraction, category, test_patients=same)
     db.commit()
     return {"extraction": extraction.id}
 

@@ -214,6 +214,24 @@ def classification_model(db, extraction, category, *, test_patients, seed=0, **f
     return model
 
 
+def survival_model(db, extraction, category, *, test_patients):
+    """A stored IPCRidge survival model with risk scores of some test patients."""
+    return classification_model(
+        db,
+        extraction,
+        category,
+        test_patients=test_patients,
+        kind="survival",
+        name="My-Album_model_Survival_1",
+        best_algorithm="IPCRidge",
+        test_outcomes={
+            p: {"time": 10.0 + i, "event": bool(i % 2)} for i, p in enumerate(test_patients)
+        },
+        test_predictions={p: {"risk_score": float(-i)} for i, p in enumerate(test_patients)},
+        test_predictions_probabilities=None,
+    )
+
+
 @pytest.fixture
 def models(db, cohort):
     """Two models on the same test patients, one on others, one survival model."""
@@ -224,18 +242,7 @@ def models(db, cohort):
     other = classification_model(
         db, extraction, category, test_patients=PATIENTS[2:8], seed=3, cv_signature=None
     )
-    survival = classification_model(
-        db,
-        extraction,
-        category,
-        test_patients=same,
-        kind="survival",
-        name="My-Album_model_Survival_1",
-        best_algorithm="IPCRidge",
-        test_outcomes={p: {"time": 10.0 + i, "event": bool(i % 2)} for i, p in enumerate(same)},
-        test_predictions={p: {"risk_score": float(-i)} for i, p in enumerate(same)},
-        test_predictions_probabilities=None,
-    )
+    survival = survival_model(db, extraction, category, test_patients=same)
     return first, second, other, survival
 
 
