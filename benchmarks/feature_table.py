@@ -37,7 +37,8 @@ from shared.db import migrate  # noqa: E402
 from shared.db.all_models import Base  # noqa: E402, F401  (registers every mapper)
 from shared.extractions.models import ExtractionTask, FeatureExtraction  # noqa: E402
 from shared.features import storage, table  # noqa: E402
-from shared.labels.models import Label, LabelCategory  # noqa: E402
+from shared.labels.models import LabelCategory  # noqa: E402
+from tests.support.factories import make_outcome  # noqa: E402
 from tests.support.mariadb import MYSQL, admin  # noqa: E402
 
 N_PATIENTS = 1000
@@ -136,16 +137,8 @@ def create_extraction(session: so.Session) -> tuple[int, list[int]]:
 def create_outcome(session: so.Session) -> int:
     """Create a classification outcome with a random 0/1 label per patient; return its id."""
     rng = np.random.default_rng(SEED + 1)
-    category = LabelCategory(
-        user_id="bench", album_id="album-bench", label_type="Classification", name="Outcome"
-    )
-    category.labels = [
-        Label(patient_id=f"P{p:04d}", label_content={"Outcome": str(int(rng.integers(0, 2)))})
-        for p in range(N_PATIENTS)
-    ]
-    session.add(category)
-    session.flush()
-    return category.id
+    labels = {f"P{p:04d}": str(int(rng.integers(0, 2))) for p in range(N_PATIENTS)}
+    return make_outcome(session, "bench", "album-bench", labels, "Outcome").id
 
 
 def seed_compact(engine: sa.Engine, names: list[str], values: np.ndarray) -> tuple[int, int]:

@@ -25,8 +25,8 @@ def seed(engine: Any, owner_sub: str) -> int:
     from shared.db.base import utcnow
     from shared.extractions.models import ExtractionTask, FeatureExtraction
     from shared.features import storage
-    from shared.labels.models import Label, LabelCategory
     from shared.presets import service as presets
+    from tests.support.factories import make_outcome
 
     names = [f"original_shape_{f}" for f in feature_table.SHAPE.split()]
     names += [
@@ -50,14 +50,8 @@ def seed(engine: Any, owner_sub: str) -> int:
             for p in range(N_PATIENTS)
         ]
         session.add_all(tasks)
-        category = LabelCategory(
-            user_id=owner_sub, album_id=ALBUM, label_type="Classification", name="Outcome"
-        )
-        category.labels = [
-            Label(patient_id=f"P{p:04d}", label_content={"Outcome": str(p % 2)})
-            for p in range(N_PATIENTS)
-        ]
-        session.add(category)
+        labels = {f"P{p:04d}": str(p % 2) for p in range(N_PATIENTS)}
+        make_outcome(session, owner_sub, ALBUM, labels, "Outcome")
         session.commit()
         for task in tasks:
             vectors = [

@@ -46,12 +46,6 @@ class Conflict(DomainError):
     status = 409
 
 
-class Gone(DomainError):
-    """The operation was retired (410)."""
-
-    status = 410
-
-
 class UpstreamError(DomainError):
     """An upstream service (image source, identity provider) failed (502)."""
 

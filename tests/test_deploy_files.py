@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -545,3 +546,14 @@ def test_frontend_service_builds_the_snapshot_with_its_own_dockerfile(rendered) 
     assert service["build"]["dockerfile"] == "Dockerfile.prod"
     assert not list(ROOT.glob("**/Dockerfile.prod")), "a copy of the frontend's Dockerfile"
     assert "frontend" not in rendered["base+prod"]
+
+
+def test_the_api_command_is_spelled_the_same_everywhere() -> None:
+    """webapp/Dockerfile and docker-compose.yml run webapp/servers.py's gunicorn command."""
+    from webapp.servers import api_command
+
+    expected = ["gunicorn", *api_command("0.0.0.0", 5000)[1:]]  # the image's PATH finds it
+    cmd = re.search(r"^CMD (\[.*\])$", (ROOT / "webapp" / "Dockerfile").read_text(), re.M)
+    assert cmd is not None and json.loads(cmd.group(1)) == expected
+    compose = yaml.safe_load((ROOT / BASE).read_text(encoding="utf-8"))
+    assert compose["services"]["webapp"]["command"] == expected

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from shared.extractions.models import ExtractionTask
-from shared.schemas import IsoDatetime, Name, PatientId, ReadSchema, Schema, TimestampedRead
+from shared.schemas import Name, PatientId, ReadSchema, Schema, TimestampedRead
 
 SplittingType = Literal["traintest", "fulldataset"]
 SplitType = Literal["automatic", "manual"]
@@ -93,16 +93,6 @@ class ExtractionRead(TimestampedRead):
     tasks: list[RawTask] | list[FormattedTask]
     result_id: str | None
     status: ExtractionStatus
-
-
-class TaskStatusEvent(ReadSchema):
-    """`feature-status` payload."""
-
-    task_id: str | None
-    feature_extraction_task_id: int
-    status: str
-    status_message: str
-    updated_at: IsoDatetime | None = None
 
 
 class CancelResult(ReadSchema):

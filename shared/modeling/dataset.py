@@ -21,6 +21,7 @@ from shared.clinical.models import ClinicalFeatureDefinition, ClinicalFeatureVal
 from shared.extractions.models import ExtractionTask
 from shared.features import storage, table
 from shared.labels.models import Label, LabelCategory
+from shared.modeling.interface import ClinicalColumn
 
 CLASSIFICATION = "classification"
 SURVIVAL = "survival"
@@ -181,16 +182,6 @@ def radiomics_frame(
     return frame
 
 
-@dataclass(frozen=True)
-class ClinicalSpec:
-    """One clinical column with its policies (the engine's ClinicalColumn, as plain data)."""
-
-    name: str
-    feat_type: str
-    encoding: str
-    missing_values: str
-
-
 def clinical_definitions(
     session: so.Session, *, user_id: str, album_id: str, feature_ids: Iterable[str] | None = None
 ) -> list[tuple[str, ClinicalFeatureDefinition]]:
@@ -247,7 +238,7 @@ def clinical_frame(
     album_id: str,
     patients: Sequence[str],
     feature_ids: Iterable[str] | None = None,
-) -> tuple[pd.DataFrame, list[ClinicalSpec]]:
+) -> tuple[pd.DataFrame, list[ClinicalColumn]]:
     """Return the clinical columns of some patients (None = missing) and their policies."""
     named = clinical_definitions(
         session, user_id=user_id, album_id=album_id, feature_ids=feature_ids
@@ -275,7 +266,9 @@ def clinical_frame(
         },
         index=index,
     )
-    specs = [ClinicalSpec(column, d.feat_type, d.encoding, d.missing_values) for column, d in named]
+    specs = [
+        ClinicalColumn(column, d.feat_type, d.encoding, d.missing_values) for column, d in named
+    ]
     return frame, specs
 
 
@@ -287,7 +280,7 @@ def feature_table(
     extraction_id: int,
     patients: Sequence[str],
     feature_ids: Iterable[str] | None = None,
-) -> tuple[pd.DataFrame, list[ClinicalSpec]]:
+) -> tuple[pd.DataFrame, list[ClinicalColumn]]:
     """Return radiomics + clinical columns of some patients, and the clinical policies."""
     ids = None if feature_ids is None else list(feature_ids)
     radiomics = radiomics_frame(

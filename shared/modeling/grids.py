@@ -1,8 +1,10 @@
 """Hyper-parameter grids of model training, as plain data (no scikit-learn import).
 
-The training engine turns each entry into an estimator. Every candidate is (algorithm, scaler,
-parameters). Scalers only apply to the radiomics columns (clinical columns carry their own
-encoding).
+They live in shared/ because both sides read them: the web edge checks a training request's
+`algorithms` against `algorithms(kind)` (an unknown name is a 400 before anything is queued),
+and the training engine turns each candidate into an estimator
+(workers/training/estimators.py). Every candidate is (algorithm, scaler, parameters). Scalers
+only apply to the radiomics columns (clinical columns carry their own encoding).
 
 Why these grids are small: with ~100 patients and ~1,000 features, the useful regularisation
 range of each linear model fits in a few log-spaced values, and the old grid's 240 calibrated
@@ -12,6 +14,7 @@ Forests do not depend on the scaling of their inputs, so they are searched with 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 Params = dict[str, Any]
@@ -90,6 +93,11 @@ def algorithms(kind: str) -> tuple[str, ...]:
     raise ValueError(f"unknown model kind {kind!r}")
 
 
+def unknown_algorithms(kind: str, names: Iterable[str]) -> list[str]:
+    """Return the names that are not algorithms of a model kind, sorted."""
+    return sorted(set(names) - set(algorithms(kind)))
+
+
 def grid(kind: str) -> dict[str, list[Params]]:
     """Return the default grid of a model kind: algorithm -> list of parameter dicts."""
     algorithms(kind)
@@ -113,7 +121,7 @@ def candidates(
     names (tests and benchmarks use small grids); `scalers` restricts the scalers.
     """
     chosen = {**grid(kind), **(custom or {})}
-    unknown = sorted((set(only or ()) | set(custom or ())) - set(algorithms(kind)))
+    unknown = unknown_algorithms(kind, [*(only or ()), *(custom or ())])
     if unknown:
         raise ValueError(f"unknown {kind} algorithm(s): {', '.join(unknown)}")
     return [

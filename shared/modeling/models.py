@@ -55,7 +55,7 @@ class TrainedModel(IdMixin, TimestampMixin, OwnedMixin, Base):
         sa.ForeignKey("label_category.id", ondelete="CASCADE"), index=True
     )
     # What the result views, the comparison, export and predict need (train-platform).
-    kind: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    kind: so.Mapped[str] = so.mapped_column(sa.String(16))  # "classification" | "survival"
     positive_class: so.Mapped[str | None] = so.mapped_column(sa.String(255))
     hyperparameters: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
     input_columns: so.Mapped[list[str] | None] = so.mapped_column(sa.JSON)

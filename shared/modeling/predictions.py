@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -29,7 +27,7 @@ from shared.extractions.models import FeatureExtraction
 from shared.features import storage
 from shared.labels import service as label_service
 from shared.lru import BoundedLru
-from shared.modeling import artifacts, dataset
+from shared.modeling import artifacts, dataset, flows, interface
 from shared.modeling.models import Prediction, TrainedModel
 from shared.modeling.schemas import PatientPrediction, PredictionRead
 
@@ -44,7 +42,6 @@ QUEUE_LOST_MESSAGE = (
     "This prediction never reached a worker: the task queue lost its message, also when it "
     "was sent again. Start the prediction again."
 )
-SHOWN_MISSING = 5  # missing columns named in the error message (all of them in `details`)
 
 
 @dataclass(frozen=True)
@@ -90,9 +87,11 @@ def start(session: so.Session, *, user_id: str, model_id: int, extraction_id: in
     extraction = extraction_service.get_owned(session, user_id=user_id, extraction_id=extraction_id)
     columns = list(model.input_columns or [])
     available = _available(session, extraction) if columns else set()
-    missing = [c for c in columns if c not in available]
+    missing = interface.missing_columns(columns, available)
     if missing:
-        raise InvalidInput(_missing_text(extraction.id, missing), details=missing)
+        raise InvalidInput(
+            interface.missing_text(f"Extraction {extraction.id}", missing), details=missing
+        )
     prediction = Prediction(
         user_id=user_id,
         model_id=model.id,
@@ -140,13 +139,6 @@ def _owned_model(session: so.Session, *, user_id: str, model_id: int) -> sa.Row:
     if row is None or row.user_id != user_id:
         raise NotFound("Model not found")
     return row
-
-
-def _missing_text(extraction_id: int, missing: list[str]) -> str:
-    """Name the first missing columns and count the others."""
-    more = f" and {len(missing) - SHOWN_MISSING} more" if len(missing) > SHOWN_MISSING else ""
-    shown = ", ".join(missing[:SHOWN_MISSING])
-    return f"Extraction {extraction_id} lacks features the model needs: {shown}{more}"
 
 
 def enqueue(session: so.Session, *, prediction: Prediction) -> None:
@@ -251,13 +243,12 @@ def inputs(session: so.Session, job: PredictionJob) -> PredictionInputs:
         feature_ids=model.input_columns,
     )
     columns = list(model.input_columns or [])
-    missing = [c for c in columns if c not in features.columns]
+    missing = interface.missing_columns(columns, features.columns)
     if missing:  # the features changed since the request
-        raise DomainError(_missing_text(extraction.id, missing))
-    kind = model.kind or dataset.CLASSIFICATION
+        raise DomainError(interface.missing_text(f"Extraction {extraction.id}", missing))
     prepared = PredictionInputs(
         artifact=artifacts.read(session, model),
-        kind=kind,
+        kind=model.kind,
         positive_class=model.positive_class,
         features=features[columns] if columns else features,
         outcome=None,
@@ -335,12 +326,12 @@ def complete(
     validated = [] if prepared.outcome is None else [str(p) for p in prepared.outcome.index]
     n_labelled = sum(p in predictions for p in validated) if metrics is not None else 0
     row.predictions = [
-        {"patient_id": str(patient), **_plain(item)}
+        {"patient_id": str(patient), **flows.plain(item)}
         for patient, item in sorted(predictions.items())
     ]
     row.skipped = {str(k): str(v) for k, v in skipped.items()}
     row.excluded_from_metrics = prepared.excluded
-    row.metrics = _plain(metrics)
+    row.metrics = flows.plain(metrics)
     row.n_labelled = n_labelled
     row.label_category_id = prepared.label_category_id if metrics is not None else None
     row.validation = _validation_text(prepared, metrics, n_labelled)
@@ -360,20 +351,6 @@ def _validation_text(prepared: PredictionInputs, metrics: Any, n_labelled: int) 
     left_out = len(prepared.excluded)
     note = f"; {left_out} patients the model was trained on left out" if left_out else ""
     return f"{prepared.validation}: {n_labelled} labelled patients{note}"
-
-
-def _plain(value: Any) -> Any:
-    """Turn numpy values into JSON values; NaN and infinities become "N/A" (MySQL JSON has no
-    NaN, and the model views write it so)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return "N/A"
-    return value
 
 
 def fail(session: so.Session, row: Prediction, message: str) -> Prediction:

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ import sqlalchemy.orm as so
 from shared.collections.models import FeatureCollection
 from shared.extractions.models import FeatureExtraction
 from shared.features.table import attachment_filename
+from shared.labels.models import LabelCategory
+from shared.modeling import artifacts
 from shared.modeling.models import TrainedModel
 from shared.modeling.schemas import not_a_number_as_text
 
@@ -28,8 +31,8 @@ NO_TRAIN_PREDICTIONS = "Train predictions are not stored for this model"
 
 
 def is_survival(model: TrainedModel) -> bool:
-    """Tell a survival model from a classification one."""
-    return (model.kind or "").lower() == "survival" or "Survival" in model.name
+    """Tell a survival model from a classification one (by its kind, never by its name)."""
+    return model.kind == "survival"
 
 
 def _number(value: Any) -> Any:
@@ -337,3 +340,18 @@ def _test_left_out(model: TrainedModel) -> int:
 def card_json(card: dict[str, Any]) -> str:
     """Serialise a model card (indented, keys in order)."""
     return json.dumps(card, indent=2, allow_nan=False)
+
+
+def export_archive(session: so.Session, model: TrainedModel) -> tuple[bytes, str]:
+    """Return the export ZIP of a model (its pipeline and JSON model card) and its file name."""
+    category = session.get(LabelCategory, model.label_category_id)
+    card = model_card(
+        model,
+        label_category=category.name if category else "",
+        label_type=category.label_type if category else "",
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model.joblib", artifacts.read(session, model))
+        archive.writestr("model_card.json", card_json(card))
+    return buffer.getvalue(), f"model_{download_suffix(session, model)}.zip"

@@ -15,7 +15,7 @@ from shared.errors import InvalidInput, ServiceUnavailable
 from shared.extractions import service as extraction_service
 from shared.labels import service as label_service
 from shared.labels.models import LabelCategory
-from shared.modeling import dataset, runs
+from shared.modeling import dataset, grids, runs
 from shared.modeling.models import TrainedModel, TrainingRun
 from shared.modeling.plan import TrainingInputError, plan
 from shared.modeling.schemas import ModelRead, TrainRequest, not_a_number_as_text
@@ -102,6 +102,9 @@ def start_training(
     if category.album_id != album_id:
         raise InvalidInput(f"Outcome {category.id} is not of album {album_id!r}")
     labels = dataset.stored_labels(session, category)
+    unknown = grids.unknown_algorithms(labels.kind, body.algorithms or ())
+    if unknown:
+        raise InvalidInput(f"Unknown {labels.kind} algorithm(s): {', '.join(unknown)}")
     split = resolve_split(
         body, labels, dataset.extracted_patients(session, extraction.id), collection or extraction
     )

@@ -10,24 +10,19 @@ from shared.db.base import utcnow
 from shared.extractions import flows, runs, service
 from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
 from shared.imaging.source import StudyInfo
+from tests.support.factories import new_extraction
 
 
 def make_extraction(
     db, n: int = 2, credential_id: int | None = None, studies: list[StudyInfo] | None = None
 ) -> FeatureExtraction:
     """An extraction of n studies (or of the given ones)."""
-    extraction = service.create(
+    return new_extraction(
         db,
-        user_id="user-bob",
-        album_id="album-1",
-        album_name="Album 1",
         config_yaml="feature_extraction: {}\n",
-        rois=["GTV"],
         studies=studies or [StudyInfo(f"1.2.3.{i}", f"P{i}") for i in range(n)],
         credential_id=credential_id,
     )
-    db.flush()
-    return extraction
 
 
 def test_claim_marks_started_and_returns_plain_inputs(db):

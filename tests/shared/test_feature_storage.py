@@ -18,7 +18,8 @@ from shared.features import storage
 from shared.features.models import FeatureNameSet, FeatureVector
 from shared.features.storage import VectorIn
 from shared.features.table import feature_id
-from shared.labels.models import Label, LabelCategory
+from shared.imaging.source import StudyInfo
+from tests.support.factories import make_outcome, new_extraction
 
 NAMES = ["original_firstorder_Mean", "original_glcm_Contrast", "original_shape_Volume"]
 
@@ -27,22 +28,12 @@ def make_extraction(
     session: so.Session, patients: list[str | None]
 ) -> tuple[FeatureExtraction, list[ExtractionTask]]:
     """Create an extraction with one task per entry of patients (None = no PatientID)."""
-    extraction = FeatureExtraction(
-        user_id="user-bob", album_id="album-1", config_yaml="{}", rois=["GTV_T"]
-    )
-    session.add(extraction)
-    session.flush()
-    tasks = [
-        ExtractionTask(
-            feature_extraction_id=extraction.id,
-            study_uid=f"1.2.826.0.{uuid.uuid4().int % 10**12}.{i}",
-            patient_id=patient,
-        )
+    studies = [
+        StudyInfo(f"1.2.826.0.{uuid.uuid4().int % 10**12}.{i}", patient)
         for i, patient in enumerate(patients)
     ]
-    session.add_all(tasks)
-    session.flush()
-    return extraction, tasks
+    extraction = new_extraction(session, rois=["GTV_T"], studies=studies)
+    return extraction, list(extraction.tasks)
 
 
 def store(session, extraction, task, *vectors: VectorIn) -> None:
@@ -402,15 +393,8 @@ def test_load_of_an_extraction_without_values(db):
 
 
 def test_load_outcome_reads_type_and_labels(db):
-    category = LabelCategory(
-        user_id="user-bob", album_id="album-1", label_type="Survival", name="OS"
-    )
-    category.labels = [
-        Label(patient_id="P1", label_content={"Time": "10", "Event": "1"}),
-        Label(patient_id="P2", label_content={"Time": "", "Event": "Undefined"}),
-    ]
-    db.add(category)
-    db.flush()
+    labels = {"P1": {"Time": "10", "Event": "1"}, "P2": {"Time": "", "Event": "Undefined"}}
+    category = make_outcome(db, "user-bob", "album-1", labels, "OS", label_type="Survival")
     outcome = storage.load_outcome(db, label_category_id=category.id)
     assert outcome.label_type == "Survival"
     assert outcome.usable_targets() == {"P1": "1"}

@@ -18,12 +18,8 @@ import sqlalchemy as sa
 from shared import events, jobs, lost_messages
 from shared.modeling import predictions, runs
 from shared.modeling.models import Prediction, TrainingRun
-from tests.webapp.test_models_api import (
-    PATIENTS,
-    classification_model,
-    make_extraction,
-    make_outcome,
-)
+from tests.support.factories import make_extraction, make_outcome
+from tests.webapp.test_models_api import PATIENTS, classification_model
 from workers.celery_app import broker_task_ids, sweep_lost_messages
 
 AFTER = 120  # the default LOST_MESSAGE_AFTER_SECONDS: rows are aged past it by hand

@@ -7,15 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from shared.labels import service as label_service
-from shared.labels.models import Label, LabelCategory
 from shared.modeling import predictions
-from tests.webapp.test_models_api import (
-    FEATURE,
-    PATIENTS,
-    classification_model,
-    make_extraction,
-    make_outcome,
-)
+from tests.support.factories import make_extraction, make_outcome
+from tests.webapp.test_models_api import FEATURE, PATIENTS, classification_model
 
 
 def started(db, model, extraction) -> predictions.PredictionJob:
@@ -72,14 +66,14 @@ def test_no_validation_without_a_current_outcome_of_the_models_kind(db):
     prepared = predictions.inputs(db, job)
     assert prepared.outcome is None
     assert prepared.validation == "No validation: the album has no current outcome"
-    survival = LabelCategory(
-        user_id="user-bob", album_id="album-x", label_type="Survival", name="OS"
+    survival = make_outcome(
+        db,
+        "user-bob",
+        "album-x",
+        {p: {"Time": "12", "Event": "1"} for p in PATIENTS},
+        "OS",
+        label_type="Survival",
     )
-    survival.labels = [
-        Label(patient_id=p, label_content={"Time": "12", "Event": "1"}) for p in PATIENTS
-    ]
-    db.add(survival)
-    db.flush()
     label_service.select_current(
         db, user_id="user-bob", album_id="album-x", category_id=survival.id
     )

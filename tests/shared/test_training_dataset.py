@@ -11,23 +11,18 @@ import pytest
 from shared.clinical import service as clinical_service
 from shared.clinical.schemas import DefinitionSpec
 from shared.errors import InvalidInput
-from shared.labels.models import Label, LabelCategory
+from shared.labels.models import LabelCategory
 from shared.modeling import artifacts, dataset
 from shared.modeling.models import ModelArtifactChunk, TrainedModel
-from tests.webapp.test_models_api import FEATURE, NAMES, SEP, make_extraction
+from tests.support.factories import NAMES, make_extraction, make_outcome
+from tests.webapp.test_models_api import FEATURE, SEP
 
 PATIENTS = ["P1", "P2", "P3", "P4"]
 
 
 def category(db, label_type: str, labels: dict[str, dict]) -> LabelCategory:
     """An outcome of bob's with the given label contents."""
-    row = LabelCategory(
-        user_id="user-bob", album_id="album-d", label_type=label_type, name=label_type
-    )
-    row.labels = [Label(patient_id=p, label_content=c) for p, c in labels.items()]
-    db.add(row)
-    db.flush()
-    return row
+    return make_outcome(db, "user-bob", "album-d", labels, label_type, label_type=label_type)
 
 
 def test_stored_labels_leave_out_undefined_empty_and_unreadable(db):
@@ -129,6 +124,7 @@ def test_pipeline_bytes_are_stored_in_chunks_with_a_checksum(db, album, monkeypa
         user_id="user-bob",
         album_id="album-d",
         name="m",
+        kind="classification",
         best_algorithm="SVC",
         data_splitting_type="fulldataset",
         train_test_split_type="automatic",

@@ -10,7 +10,8 @@ import pytest
 from shared.db.base import utcnow
 from shared.modeling import runs
 from shared.modeling.models import TrainingRun
-from tests.webapp.test_models_api import PATIENTS, make_extraction, make_outcome
+from tests.support.factories import make_extraction, make_outcome
+from tests.webapp.test_models_api import PATIENTS
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from shared.albums.models import AlbumOutcome
 from shared.extractions import service as extraction_service
 from shared.features import storage
 from shared.imaging.source import StudyInfo
-from shared.labels.models import Label, LabelCategory
+from tests.support.factories import make_outcome
 
 NAMES = ["original_firstorder_Mean", "original_shape_VoxelVolume", "original_glcm_Contrast"]
 SEP = "\u2011"
@@ -90,17 +90,8 @@ def test_feature_details_parts(client, auth, extraction):
 
 
 def test_ranking_appears_with_a_current_outcome(client, auth, db, extraction):
-    category = LabelCategory(
-        user_id="user-bob", album_id="album-x", label_type="Classification", name="Response"
-    )
-    db.add(category)
-    db.flush()
-    db.add_all(
-        [
-            Label(label_category_id=category.id, patient_id=p, label_content={"Outcome": o})
-            for p, o in [("P1", "0"), ("P2", "1"), ("P3", "1"), ("P4", "Undefined")]
-        ]
-    )
+    labels = {"P1": "0", "P2": "1", "P3": "1", "P4": "Undefined"}
+    category = make_outcome(db, "user-bob", "album-x", labels)
     db.add(AlbumOutcome(user_id="user-bob", album_id="album-x", outcome_id=category.id))
     db.commit()
     response = client.get(f"/extractions/{extraction.id}/feature-details", headers=auth.headers())

@@ -8,13 +8,9 @@ from __future__ import annotations
 import csv
 import io
 
-import numpy as np
 import pytest
 
-from shared.extractions import service as extraction_service
-from shared.features import storage
-from shared.imaging.source import StudyInfo
-from shared.labels.models import Label, LabelCategory
+from tests.support.factories import make_extraction, make_outcome
 
 ALBUM = "album-rank"
 N_FEATURES = 12
@@ -27,31 +23,11 @@ RANKING_HEADER = "X-Feature-Ranking"
 @pytest.fixture
 def ranked(db):
     """Bob's 40-patient extraction (12 noise features, CT/GTV), his outcome, selected."""
-    extraction = extraction_service.create(
-        db,
-        user_id="user-bob",
-        album_id=ALBUM,
-        album_name="Rank",
-        config_yaml="{}\n",
-        rois=["GTV"],
-        studies=[StudyInfo(f"1.9.{i}", p) for i, p in enumerate(PATIENTS)],
+    extraction = make_extraction(
+        db, "user-bob", ALBUM, PATIENTS, names=NAMES, album_name="Rank", seed=15
     )
-    rng = np.random.default_rng(15)
-    for task in extraction.tasks:
-        storage.store_study_vectors(
-            db,
-            extraction_id=extraction.id,
-            task_id=task.id,
-            vectors=[storage.VectorIn("CT", "GTV", NAMES, rng.normal(size=N_FEATURES))],
-        )
-        task.status = "SUCCESS"
-    category = LabelCategory(
-        user_id="user-bob", album_id=ALBUM, label_type="Classification", name="Response"
-    )
-    category.labels = [
-        Label(patient_id=p, label_content={"Outcome": str(i % 2)}) for i, p in enumerate(PATIENTS)
-    ]
-    db.add(category)
+    labels = {p: str(i % 2) for i, p in enumerate(PATIENTS)}
+    category = make_outcome(db, "user-bob", ALBUM, labels)
     db.commit()
     return extraction, category
 

@@ -17,55 +17,16 @@ import pytest
 import sqlalchemy as sa
 
 from shared.collections.models import FeatureCollection
-from shared.extractions import service as extraction_service
-from shared.features import storage
-from shared.imaging.source import StudyInfo
-from shared.labels.models import Label, LabelCategory
 from shared.modeling import artifacts
 from shared.modeling.models import ModelArtifactChunk, TrainedModel, TrainingRun
 from shared.modeling.results import roc_curve
 from shared.modeling.schemas import not_a_number_as_text
+from tests.support.factories import make_extraction, make_outcome
 
 SEP = "\u2011"
-NAMES = ["original_firstorder_Mean", "original_glcm_Contrast"]
 FEATURE = f"CT{SEP}GTV{SEP}original_firstorder_Mean"
 PATIENTS = [f"P{i:02d}" for i in range(1, 13)]
 PIPELINE = b"fitted pipeline bytes " * 100
-
-
-def make_extraction(db, user_id: str, album_id: str, patients: list[str]):
-    """An extraction with CT/GTV values for every patient."""
-    extraction = extraction_service.create(
-        db,
-        user_id=user_id,
-        album_id=album_id,
-        album_name="My Album",
-        config_yaml="{}\n",
-        rois=["GTV"],
-        studies=[StudyInfo(f"1.2.{i}", p) for i, p in enumerate(patients)],
-    )
-    rng = np.random.default_rng(1)
-    for task in extraction.tasks:
-        storage.store_study_vectors(
-            db,
-            extraction_id=extraction.id,
-            task_id=task.id,
-            vectors=[storage.VectorIn("CT", "GTV", NAMES, rng.normal(size=2))],
-        )
-        task.status = "SUCCESS"
-    db.flush()
-    return extraction
-
-
-def make_outcome(db, user_id: str, album_id: str, labels: dict[str, str], name="Response"):
-    """A classification outcome with the given Outcome labels."""
-    category = LabelCategory(
-        user_id=user_id, album_id=album_id, label_type="Classification", name=name
-    )
-    category.labels = [Label(patient_id=p, label_content={"Outcome": v}) for p, v in labels.items()]
-    db.add(category)
-    db.flush()
-    return category
 
 
 @pytest.fixture
@@ -253,6 +214,24 @@ def classification_model(db, extraction, category, *, test_patients, seed=0, **f
     return model
 
 
+def survival_model(db, extraction, category, *, test_patients):
+    """A stored IPCRidge survival model with risk scores of some test patients."""
+    return classification_model(
+        db,
+        extraction,
+        category,
+        test_patients=test_patients,
+        kind="survival",
+        name="My-Album_model_Survival_1",
+        best_algorithm="IPCRidge",
+        test_outcomes={
+            p: {"time": 10.0 + i, "event": bool(i % 2)} for i, p in enumerate(test_patients)
+        },
+        test_predictions={p: {"risk_score": float(-i)} for i, p in enumerate(test_patients)},
+        test_predictions_probabilities=None,
+    )
+
+
 @pytest.fixture
 def models(db, cohort):
     """Two models on the same test patients, one on others, one survival model."""
@@ -263,18 +242,7 @@ def models(db, cohort):
     other = classification_model(
         db, extraction, category, test_patients=PATIENTS[2:8], seed=3, cv_signature=None
     )
-    survival = classification_model(
-        db,
-        extraction,
-        category,
-        test_patients=same,
-        kind="survival",
-        name="My-Album_model_Survival_1",
-        best_algorithm="IPCRidge",
-        test_outcomes={p: {"time": 10.0 + i, "event": bool(i % 2)} for i, p in enumerate(same)},
-        test_predictions={p: {"risk_score": float(-i)} for i, p in enumerate(same)},
-        test_predictions_probabilities=None,
-    )
+    survival = survival_model(db, extraction, category, test_patients=same)
     return first, second, other, survival
 
 
@@ -586,3 +554,37 @@ def test_metrics_without_a_value_read_as_text_not_bare_nan():
         "auc": {"mean": "N/A", "inf_value": "N/A", "order": 0},
         "x": [1.5],
     }
+
+
+def test_a_classification_model_of_a_survival_named_album_is_scored_as_classification(
+    client, auth, db, cohort
+):
+    """The kind decides, not the name (which embeds the album's name)."""
+    extraction, category, _ = cohort
+    model = classification_model(
+        db,
+        extraction,
+        category,
+        test_patients=PATIENTS[:10],
+        name="Survival study_model_Classification_1764150000",
+    )
+    roc = client.get(f"/models/{model.id}/roc-curve-test-data", headers=auth.headers()).json
+    assert "error" not in roc[0] and len(roc[0]["fpr"]) > 2
+    plot = client.post(f"/models/{model.id}/plot-test-predictions", headers=auth.headers()).json
+    assert "auc" in plot[0] and "model_type" not in plot[0]
+    assert len(plot[0]["patients"]) == 10 and "probability" in plot[0]["patients"][0]
+
+
+def test_unknown_algorithms_are_a_400_naming_them_before_anything_is_queued(
+    client, auth, db, cohort
+):
+    extraction, category, _ = cohort
+    body = train_body(extraction, category, algorithms=["SVC", "XGBoost", "CoxPHSurvivalAnalysis"])
+    response = client.post("/models/album-x", json=body, headers=auth.headers())
+    assert response.status_code == 400 and response.is_json
+    assert response.json["error"] == (
+        "Unknown classification algorithm(s): CoxPHSurvivalAnalysis, XGBoost"
+    )
+    assert db.scalar(sa.select(sa.func.count()).select_from(TrainingRun)) == 0
+    known = train_body(extraction, category, algorithms=["SVC"])
+    assert client.post("/models/album-x", json=known, headers=auth.headers()).status_code == 200

@@ -33,14 +33,9 @@ from deploy import fuzz
 from shared.collections.models import FeatureCollection
 from shared.db.session import session_scope
 from shared.presets import service as preset_service
+from tests.support.factories import make_extraction, make_outcome
 from tests.webapp.test_extractions_api import ALBUM, album  # noqa: F401 (fixture)
-from tests.webapp.test_models_api import (
-    FEATURE,
-    PATIENTS,
-    classification_model,
-    make_extraction,
-    make_outcome,
-)
+from tests.webapp.test_models_api import FEATURE, PATIENTS, classification_model
 
 USER = "alice"  # the admin role: the preset writes are fuzzed past the role check
 EXAMPLES = 12

@@ -20,14 +20,8 @@ from shared.config import get_settings
 from shared.db.base import utcnow
 from shared.extractions.models import FeatureExtraction
 from shared.labels.models import LabelCategory
-from tests.webapp.test_models_api import (
-    NAMES,
-    PATIENTS,
-    SEP,
-    classification_model,
-    make_extraction,
-    make_outcome,
-)
+from tests.support.factories import NAMES, make_extraction, make_outcome
+from tests.webapp.test_models_api import PATIENTS, SEP, classification_model
 
 QUEUE = "prediction"
 

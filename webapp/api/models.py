@@ -4,8 +4,6 @@ user's model."""
 
 from __future__ import annotations
 
-import io
-import zipfile
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -13,8 +11,7 @@ from pydantic import RootModel, ValidationError
 from spectree import Response as Resp
 
 from shared.errors import InvalidInput, NotFound
-from shared.labels.models import LabelCategory
-from shared.modeling import artifacts, compare, results, service
+from shared.modeling import compare, results, service
 from shared.modeling.models import TrainedModel
 from shared.modeling.schemas import (
     FeatureImportances,
@@ -242,17 +239,5 @@ def test_scores_values(model_id: int) -> dict[str, Any]:
 @spec.validate(resp=Resp(HTTP_200=None, HTTP_404=None), tags=TAGS)
 def export_model(model_id: int) -> Response:
     """A ZIP of the fitted pipeline (`model.joblib`) and its JSON model card."""
-    session = get_session()
-    model = _owned(model_id)
-    category = session.get(LabelCategory, model.label_category_id)
-    card = results.model_card(
-        model,
-        label_category=category.name if category else "",
-        label_type=category.label_type if category else "",
-    )
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("model.joblib", artifacts.read(session, model))
-        archive.writestr("model_card.json", results.card_json(card))
-    name = f"model_{results.download_suffix(session, model)}.zip"
-    return attachment(buffer.getvalue(), name, "application/zip")
+    data, name = results.export_archive(get_session(), _owned(model_id))
+    return attachment(data, name, "application/zip")

@@ -3,14 +3,13 @@
 Radiomics columns: median imputation, then the scaler under search. Each clinical column: its
 own cast, missing-value policy and encoding (API contract §6.7). Everything here is fitted
 inside the pipeline, so on the training folds only. "Drop" is a row filter applied before
-training (engine.drop_missing); inside the pipeline a Drop column behaves like "None", so a
+training (engine/inputs.py); inside the pipeline a Drop column behaves like "None", so a
 patient with a missing value can still be predicted later.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,18 +24,10 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
+from shared.modeling.interface import ClinicalColumn
+
 SCALERS = {"StandardScaler": StandardScaler, "MinMaxScaler": MinMaxScaler}
 MISSING = "missing"  # the category of a missing categorical value under "None"/"Drop"
-
-
-@dataclass(frozen=True)
-class ClinicalColumn:
-    """A clinical column of TrainingData.features with its type and policies (§6.7)."""
-
-    name: str  # e.g. "12::Age"
-    feat_type: str  # "Number" | "Categorical"
-    encoding: str  # "None" | "One-Hot Encoding" | "Normalization" | "Ordered Categories"
-    missing_values: str  # "Drop" | "Mode" | "Median" | "Mean" | "None"
 
 
 def _as_float(frame: pd.DataFrame) -> np.ndarray:

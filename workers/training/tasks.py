@@ -1,4 +1,5 @@
-"""Celery edge of model training: claim the run, assemble the data, train, store, notify.
+"""Celery edge of model training: claim the run, read its data (shared/modeling/flows.py), train,
+store, notify.
 
 The task receives the run's row id only. Progress is written to the `training_run` row, then
 published as `training-status` to the owner's room. The model row and its pipeline are
@@ -9,12 +10,10 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import time
 from typing import Any
 
 import joblib
-import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
@@ -22,8 +21,8 @@ from shared import jobs
 from shared.config import get_settings
 from shared.db.session import session_scope
 from shared.errors import DomainError
-from shared.labels.models import LabelCategory
-from shared.modeling import dataset, runs
+from shared.modeling import flows, runs
+from shared.modeling.interface import Progress
 from shared.modeling.plan import TrainingInputError
 from shared.modeling.service import to_read
 from workers.celery_app import app
@@ -42,8 +41,8 @@ class TrainingTooLong(Exception):
     """The run passed its time limit (checked at each progress step)."""
 
 
-class Progress:
-    """The engine's progress callback: row first, then the event (picklable: ids only).
+class RunProgress(Progress):
+    """The engine's Progress of one run: row first, then the event (picklable: ids only).
 
     It also enforces the run's time limit at each step: Celery's time limits only apply in a
     prefork pool, and the training worker runs in a threads pool (so joblib may use every core).
@@ -117,11 +116,12 @@ def train_model(self, run_id: int) -> str:
 
 def _train(job: runs.RunJob) -> None:
     """Assemble the data, fit, store the model with its pipeline, announce it."""
-    data = _training_data(job)
+    with session_scope() as session:
+        data = flows.training_data(session, job)
     algorithms = job.parameters.get("algorithms")
     result = engine.train(
         data,
-        Progress(job, SETTINGS.training_task_time_limit - 60),
+        RunProgress(job, SETTINGS.training_task_time_limit - 60),
         algorithms=tuple(algorithms) if algorithms else None,
         n_jobs=SETTINGS.grid_search_concurrency,
     )
@@ -130,7 +130,7 @@ def _train(job: runs.RunJob) -> None:
     with session_scope() as session:
         runs.progress(session, run_id=job.run_id, phase="saving", current=None, total=None)
         model = runs.complete(
-            session, run_id=job.run_id, fields=_model_fields(job, result), artifact=blob
+            session, run_id=job.run_id, fields=flows.model_fields(job, result), artifact=blob
         )
         if model is None:
             log.info("training run %s ended elsewhere; result dropped", job.run_id)
@@ -141,111 +141,11 @@ def _train(job: runs.RunJob) -> None:
     runs.publish(job, complete=True, model=body.model_dump(mode="json", by_alias=True))
 
 
-def _training_data(job: runs.RunJob) -> engine.TrainingData:
-    """Build the engine's input from the stored features, clinical data and labels."""
-    params = job.parameters
-    training = list(params["training_patients"])
-    test = params.get("test_patients")
-    patients = [*training, *(test or [])]
-    with session_scope() as session:
-        category = session.get(LabelCategory, job.label_category_id)
-        if category is None:
-            raise TrainingInputError("The outcome was deleted")
-        labels = dataset.stored_labels(session, category)
-        features, specs = dataset.feature_table(
-            session,
-            user_id=job.user_id,
-            album_id=job.album_id,
-            extraction_id=job.extraction_id,
-            patients=patients,
-            feature_ids=params.get("feature_ids"),
-        )
-    labelled = [p for p in patients if p in labels.patients]
-    if len(labelled) != len(patients):
-        raise TrainingInputError("The outcome's labels changed since the training was requested")
-    if features.shape[1] == 0:
-        raise TrainingInputError("Neither clinical nor imaging features were selected")
-    return engine.TrainingData(
-        kind=params["kind"],
-        features=features,
-        clinical=tuple(
-            engine.ClinicalColumn(s.name, s.feat_type, s.encoding, s.missing_values) for s in specs
-        ),
-        outcome=labels.frame(patients),
-        positive_class=params.get("positive_class"),
-        training_patients=tuple(training),
-        test_patients=None if test is None else tuple(test),
-    )
-
-
 def _dump(pipeline: Any) -> bytes:
     """Serialise the fitted pipeline as compressed joblib bytes."""
     buffer = io.BytesIO()
     joblib.dump(pipeline, buffer, compress=COMPRESSION)
     return buffer.getvalue()
-
-
-def _json_safe(value: Any) -> Any:
-    """Turn numpy scalars and arrays into JSON values (NaN kept as float: "N/A" on output)."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _nan_free(value: Any) -> Any:
-    """Store NaN as null inside JSON columns (MySQL JSON has no NaN); metrics keep "N/A"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "N/A"
-    if isinstance(value, dict):
-        return {k: _nan_free(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_free(v) for v in value]
-    return value
-
-
-def _model_fields(job: runs.RunJob, result: Any) -> dict[str, Any]:
-    """Map a TrainingResult to the model row's columns."""
-    params = job.parameters
-    kind = params["kind"]
-    stamp = int(time.time())
-    safe = lambda v: _nan_free(_json_safe(v))  # noqa: E731
-    return {
-        "name": f"{job.album_name}_model_{kind.capitalize()}_{stamp}",
-        "kind": kind,
-        "best_algorithm": result.best_algorithm,
-        "best_data_normalization": result.best_data_normalization,
-        "data_splitting_type": params["data_splitting_type"],
-        "train_test_split_type": params["train_test_split_type"],
-        "training_validation": result.training_validation,
-        "test_validation": result.test_validation,
-        "feature_names": list(result.feature_names),
-        "input_columns": list(result.input_columns),
-        "training_patient_ids": list(params["training_patients"]),
-        "test_patient_ids": params.get("test_patients"),
-        "training_metrics": safe(result.training_metrics),
-        "test_metrics": safe(result.test_metrics),
-        "test_predictions": safe(result.test_predictions),
-        "test_predictions_probabilities": safe(result.test_predictions_probabilities),
-        "test_bootstrap_values": safe(result.test_bootstrap_values),
-        "test_scores_values": safe(result.test_scores_values),
-        "test_feature_importance": safe(result.test_feature_importance),
-        "test_outcomes": safe(result.test_outcomes),
-        "hyperparameters": safe(result.hyperparameters),
-        "cv_scores": safe(result.cv_scores),
-        "cv_signature": safe(result.cv_signature),
-        "selection_cv_metrics": safe(result.selection_cv_metrics),
-        "evaluation": safe(result.evaluation),
-        "library_versions": safe(result.library_versions),
-        "dropped_patients": list(result.dropped_patients),
-        "left_out_patients": list(params.get("left_out_patients") or []),
-        "positive_class": params.get("positive_class"),
-    }
 
 
 def _fail(job: runs.RunJob, message: str) -> None:
