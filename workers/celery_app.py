@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -21,7 +22,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 from threadpoolctl import threadpool_limits
 
-from shared import events, jobs, lost_messages
+from shared import events, jobs, lost_messages, preflight
 from shared.config import get_settings
 from shared.db import session as db_session
 from shared.extractions import completion, runs
@@ -45,6 +46,27 @@ app.config_from_object(jobs.celery_config(get_settings()))
 
 # Threads each pool process may use; set in the main process before the pool forks.
 _threads_per_process = 1
+
+
+# Exit status of a worker whose start-up checks failed (Celery's own errors use 1).
+STARTUP_CHECK_FAILED = 3
+
+
+@worker_init.connect
+def _check_services(sender: object = None, **_kwargs: object) -> None:
+    """Stop at once, with one readable line, when a service refuses this worker's credentials.
+
+    Runs before the worker connects to the broker: Celery would otherwise retry a refused Redis
+    password for ever. SystemExit passes through Celery's signal dispatch (which swallows
+    ordinary exceptions), so the process exits non-zero.
+    """
+    try:
+        preflight.check_worker(get_settings())
+    except preflight.CheckFailed as exc:
+        message = f"worker start-up check failed: {exc}"
+        log.critical(message)
+        print(message, file=sys.stderr, flush=True)
+        raise SystemExit(STARTUP_CHECK_FAILED) from None
 
 
 @worker_init.connect
