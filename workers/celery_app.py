@@ -233,12 +233,29 @@ def _sweep_lost_forever(interval: float) -> None:
             sweep_lost_messages()
         except Exception as exc:  # the broker or database is away: next round
             log.warning("lost-message sweep failed: %s", exc)
+        try:
+            sweep_silent_training_runs()
+        except Exception as exc:  # the database is away: next round
+            log.warning("silent training sweep failed: %s", exc)
 
 
 def sweep_lost_messages() -> dict[str, list[str]]:
     """Send again (once), or fail, the PENDING trainings and predictions the broker lost."""
     older_than = dt.timedelta(seconds=get_settings().lost_message_after_seconds)
     return lost_messages.sweep(LOST_LIFECYCLES, broker_task_ids, older_than=older_than)
+
+
+def sweep_silent_training_runs() -> list[int]:
+    """Fail, and announce, the training runs whose worker stopped its heartbeat (host lost)."""
+    older_than = dt.timedelta(seconds=get_settings().training_silent_after_seconds)
+    with db_session.session_scope() as session:
+        silent = training_runs.fail_silent(session, older_than=older_than)
+        session.commit()
+        for run in silent:
+            training_runs.publish_failed(run)
+    if silent:
+        log.warning("failed %d training runs whose worker went silent", len(silent))
+    return [run.id for run in silent]
 
 
 @worker_ready.connect
