@@ -140,9 +140,15 @@ def check_albums_folder(settings: Settings) -> None:
         )
 
 
-def check_worker(settings: Settings, wait_seconds: float = UNREACHABLE_WAIT) -> None:
-    """Run every start-up check of a worker; raise CheckFailed at the first that fails."""
+def check_worker(
+    settings: Settings, *, reads_images: bool = True, wait_seconds: float = UNREACHABLE_WAIT
+) -> None:
+    """Run every start-up check of a worker; raise CheckFailed at the first that fails.
+
+    Only a worker that reads images (the extraction queue) needs the album folder.
+    """
     for url in redis_urls(settings):
         retry_unreachable(lambda url=url: check_redis(url), wait_seconds)
     retry_unreachable(lambda: check_database(settings.sqlalchemy_url), wait_seconds)
-    check_albums_folder(settings)
+    if reads_images:
+        check_albums_folder(settings)

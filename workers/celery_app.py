@@ -61,12 +61,21 @@ def _check_services(sender: object = None, **_kwargs: object) -> None:
     ordinary exceptions), so the process exits non-zero.
     """
     try:
-        preflight.check_worker(get_settings())
+        preflight.check_worker(
+            get_settings(), reads_images=_consumes(sender, jobs.EXTRACTION_QUEUE)
+        )
     except preflight.CheckFailed as exc:
         message = f"worker start-up check failed: {exc}"
         log.critical(message)
         print(message, file=sys.stderr, flush=True)
         raise SystemExit(STARTUP_CHECK_FAILED) from None
+
+
+def _consumes(worker: object, queue: str) -> bool:
+    """Tell whether a starting worker reads a queue (`-Q`); no list means every queue."""
+    app_ = getattr(worker, "app", None)
+    selected = getattr(getattr(getattr(app_, "amqp", None), "queues", None), "consume_from", None)
+    return not selected or queue in selected
 
 
 @worker_init.connect

@@ -133,15 +133,20 @@ def test_missing_local_album_folder_is_named(tmp_path):
     preflight.check_albums_folder(Settings(IMAGE_SOURCE="kheops", LOCAL_ALBUMS_DIR=str(tmp_path)))
 
 
+def worker_command(queue: str = "extraction") -> list[str]:
+    """Return the command line of a real worker of one queue."""
+    return [str(Path(sys.executable).parent / "celery"), "-A", "workers.celery_app", "worker",
+            "-Q", queue, "-c", "1", "-n", f"check-{uuid.uuid4().hex[:6]}@%h",
+            "--without-mingle", "--without-gossip", "-l", "INFO"]  # fmt: skip
+
+
 def run_worker(tmp_path: Path, **env: str) -> tuple[int, str, float]:
     """Start a real extraction worker; return its exit status, output and seconds to exit."""
     full = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
     started = time.monotonic()
     process = subprocess.run(
-        [str(Path(sys.executable).parent / "celery"), "-A", "workers.celery_app", "worker",
-         "-Q", "extraction", "-c", "1", "-n", f"check-{uuid.uuid4().hex[:6]}@%h",
-         "--without-mingle", "--without-gossip", "-l", "INFO"],
-        cwd=ROOT, env=full, capture_output=True, text=True, timeout=EXIT_WITHIN * 2,
+        worker_command(), cwd=ROOT, env=full, capture_output=True, text=True,
+        timeout=EXIT_WITHIN * 2,
     )  # fmt: skip
     return process.returncode, process.stdout + process.stderr, time.monotonic() - started
 
@@ -179,3 +184,19 @@ def test_worker_without_its_album_folder_exits_at_start(tmp_path, settings):
     )
     assert code == 3, output
     assert "album folder" in output and "absent" in output
+
+
+def test_a_training_worker_needs_no_album_folder(tmp_path, settings):
+    log = tmp_path / "training.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "IMAGE_SOURCE": "local"}
+    env["LOCAL_ALBUMS_DIR"] = str(tmp_path / "absent")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            worker_command("training"), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: b" ready." in log.read_bytes() or process.poll() is not None, 90)
+        assert process.poll() is None, log.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
