@@ -127,6 +127,17 @@ def prepare(env: dict[str, str]) -> None:
     run_step(env, sys.executable, "-m", "devkit.demo_album", env["LOCAL_ALBUMS_DIR"])
 
 
+def worker_command(
+    queue: str, node: str, concurrency: int, pool: str | None = None, *, loglevel: str = "INFO"
+) -> list[str]:
+    """Return the command line of one Celery worker reading one queue under a node name."""
+    command = [str(VENV_BIN / "celery"), "-A", "workers.celery_app", "worker", "-Q", queue]
+    command += ["-n", node]
+    if pool:
+        command += ["--pool", pool]
+    return [*command, "--concurrency", str(concurrency), "-l", loglevel]
+
+
 def launch(env: dict[str, str], args: argparse.Namespace) -> list[subprocess.Popen]:
     """Start the API, the Socket.IO front, the three workers and Flower."""
     log_dir = Path(env["QI2_DATA_DIR"]) / "log"
@@ -136,61 +147,16 @@ def launch(env: dict[str, str], args: argparse.Namespace) -> list[subprocess.Pop
     return [
         start(env, log_dir, "api", *api_command("127.0.0.1", args.api_port)),
         start(env, log_dir, "sockets", *socket_command("127.0.0.1", args.port, api_upstream)),
-        start(
-            env,
-            log_dir,
-            "worker-extraction",
-            celery,
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "-Q",
-            "extraction",
-            "-n",
-            "extraction@%h",
-            "--concurrency",
-            "2",
-            "-l",
-            "INFO",
-        ),
+        start(env, log_dir, "worker-extraction", *worker_command("extraction", "extraction@%h", 2)),
+        # As in docker-compose.yml: joblib's loky processes need a non-daemonic task process.
         start(
             env,
             log_dir,
             "worker-training",
-            celery,
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "-Q",
-            "training",
-            "-n",
-            "training@%h",
-            # As in docker-compose.yml: joblib's loky processes need a non-daemonic task process.
-            "--pool",
-            "threads",
-            "--concurrency",
-            "1",
-            "-l",
-            "INFO",
+            *worker_command("training", "training@%h", 1, "threads"),
         ),
         # Predictions on their own queue: never behind a training (ADR 0005).
-        start(
-            env,
-            log_dir,
-            "worker-prediction",
-            celery,
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "-Q",
-            "prediction",
-            "-n",
-            "prediction@%h",
-            "--concurrency",
-            "1",
-            "-l",
-            "INFO",
-        ),
+        start(env, log_dir, "worker-prediction", *worker_command("prediction", "prediction@%h", 1)),
         start(
             env,
             log_dir,

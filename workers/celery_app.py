@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -21,7 +22,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 from threadpoolctl import threadpool_limits
 
-from shared import events, jobs, lost_messages
+from shared import events, jobs, lost_messages, preflight
 from shared.config import get_settings
 from shared.db import session as db_session
 from shared.extractions import completion, runs
@@ -45,6 +46,36 @@ app.config_from_object(jobs.celery_config(get_settings()))
 
 # Threads each pool process may use; set in the main process before the pool forks.
 _threads_per_process = 1
+
+
+# Exit status of a worker whose start-up checks failed (Celery's own errors use 1).
+STARTUP_CHECK_FAILED = 3
+
+
+@worker_init.connect
+def _check_services(sender: object = None, **_kwargs: object) -> None:
+    """Stop at once, with one readable line, when a service refuses this worker's credentials.
+
+    Runs before the worker connects to the broker: Celery would otherwise retry a refused Redis
+    password for ever. SystemExit passes through Celery's signal dispatch (which swallows
+    ordinary exceptions), so the process exits non-zero.
+    """
+    try:
+        preflight.check_worker(
+            get_settings(), reads_images=_consumes(sender, jobs.EXTRACTION_QUEUE)
+        )
+    except preflight.CheckFailed as exc:
+        message = f"worker start-up check failed: {exc}"
+        log.critical(message)
+        print(message, file=sys.stderr, flush=True)
+        raise SystemExit(STARTUP_CHECK_FAILED) from None
+
+
+def _consumes(worker: object, queue: str) -> bool:
+    """Tell whether a starting worker reads a queue (`-Q`); no list means every queue."""
+    app_ = getattr(worker, "app", None)
+    selected = getattr(getattr(getattr(app_, "amqp", None), "queues", None), "consume_from", None)
+    return not selected or queue in selected
 
 
 @worker_init.connect
@@ -211,12 +242,29 @@ def _sweep_lost_forever(interval: float) -> None:
             sweep_lost_messages()
         except Exception as exc:  # the broker or database is away: next round
             log.warning("lost-message sweep failed: %s", exc)
+        try:
+            sweep_silent_training_runs()
+        except Exception as exc:  # the database is away: next round
+            log.warning("silent training sweep failed: %s", exc)
 
 
 def sweep_lost_messages() -> dict[str, list[str]]:
     """Send again (once), or fail, the PENDING trainings and predictions the broker lost."""
     older_than = dt.timedelta(seconds=get_settings().lost_message_after_seconds)
     return lost_messages.sweep(LOST_LIFECYCLES, broker_task_ids, older_than=older_than)
+
+
+def sweep_silent_training_runs() -> list[int]:
+    """Fail, and announce, the training runs whose worker stopped its heartbeat (host lost)."""
+    older_than = dt.timedelta(seconds=get_settings().training_silent_after_seconds)
+    with db_session.session_scope() as session:
+        silent = training_runs.fail_silent(session, older_than=older_than)
+        session.commit()
+        for run in silent:
+            training_runs.publish_failed(run)
+    if silent:
+        log.warning("failed %d training runs whose worker went silent", len(silent))
+    return [run.id for run in silent]
 
 
 @worker_ready.connect

@@ -67,6 +67,8 @@ class ExtractionTask(IdMixin, TimestampMixin, Base):
     error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     warnings: so.Mapped[list[Any] | None] = so.mapped_column(sa.JSON)
     attempts: so.Mapped[int] = so.mapped_column(default=0)
+    # Celery node (name@host) of the study's last attempt: which machine ran it.
+    worker: so.Mapped[str | None] = so.mapped_column(sa.String(255))
     started_at: so.Mapped[dt.datetime | None]
     finished_at: so.Mapped[dt.datetime | None]
 

@@ -50,7 +50,7 @@ class Refused:
 
 
 def claim(
-    session: so.Session, *, task_row_id: int, celery_id: str | None
+    session: so.Session, *, task_row_id: int, celery_id: str | None, worker: str | None = None
 ) -> StudyJob | Refused | None:
     """Mark a task STARTED and return its inputs; Refused when it ended; None when cancelled.
 
@@ -70,6 +70,7 @@ def claim(
     task.attempts += 1
     task.status = "STARTED"
     task.task_id = celery_id or task.task_id
+    task.worker = worker
     task.started_at = utcnow()
     task.error = None
     session.flush()

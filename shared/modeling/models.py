@@ -106,6 +106,8 @@ class TrainingRun(IdMixin, TimestampMixin, OwnedMixin, Base):
     # Times the lost-message sweep sent the run again (its broker message had vanished).
     requeues: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     worker: so.Mapped[str | None] = so.mapped_column(sa.String(255))  # Celery node of the attempt
+    # Written every few seconds by the worker while the run trains: its machine is alive.
+    heartbeat_at: so.Mapped[dt.datetime | None]
     parameters: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON)
     started_at: so.Mapped[dt.datetime | None]
     finished_at: so.Mapped[dt.datetime | None]

@@ -29,6 +29,10 @@ QUEUE_LOST_MESSAGE = (
     "This training never reached a worker: the task queue lost its message, also when it was "
     "sent again. Start the training again."
 )
+SILENT_MESSAGE = (
+    "The worker training this model ({worker}) stopped unexpectedly: no sign of life for over "
+    "{seconds} s (its machine or process was lost). Start the training again."
+)
 TASK_ID_PREFIX = "training-run"
 RUNNING = ("STARTED", "PROGRESS")
 DONE = ("SUCCESS", "FAILURE")
@@ -74,7 +78,7 @@ def claim(
     run.phase = "training"
     run.task_id = celery_id or run.task_id
     run.worker = worker
-    run.started_at = utcnow()
+    run.started_at = run.heartbeat_at = utcnow()
     run.error = None
     session.flush()
     return RunJob(
@@ -164,6 +168,39 @@ def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[Trainin
         )
     ).all()
     return [fail(session, run=run, message=LOST_MESSAGE) for run in stale]
+
+
+def beat(session: so.Session, *, run_id: int) -> bool:
+    """Record that the run's worker is alive; False once the run is no longer running."""
+    result = session.execute(
+        sa.update(TrainingRun)
+        .where(TrainingRun.id == run_id, TrainingRun.status.in_(RUNNING))
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
+
+
+def fail_silent(session: so.Session, *, older_than: dt.timedelta) -> list[TrainingRun]:
+    """Fail runs whose worker has not sent a heartbeat for `older_than` (its host was lost).
+
+    A worker killed whole never acknowledges its message, which the broker hands out again only
+    after the visibility timeout (hours); the row would say "training" all that time.
+    """
+    cutoff = utcnow() - older_than
+    silent = session.scalars(
+        sa.select(TrainingRun)
+        .where(
+            TrainingRun.status.in_(RUNNING),
+            sa.func.coalesce(TrainingRun.heartbeat_at, TrainingRun.updated_at) < cutoff,
+        )
+        .with_for_update()
+    ).all()
+    seconds = int(older_than.total_seconds())
+    return [
+        fail(session, run=run, message=SILENT_MESSAGE.format(worker=run.worker, seconds=seconds))
+        for run in silent
+    ]
 
 
 def fail_orphaned(session: so.Session, *, worker: str) -> list[TrainingRun]:

@@ -8,6 +8,7 @@ the owner sees the progress events and another user sees none.
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def album(settings, tmp_path_factory) -> str:
 
 
 def test_album_extraction_with_bad_studies(live_url, live_db, start_worker, album, auth):
-    start_worker("extraction", concurrency=2)
+    worker = start_worker("extraction", concurrency=2)
     owner = EventListener(live_url, auth.token("alice"))
     other = EventListener(live_url, auth.token("bob"))
     headers = auth.headers("alice")
@@ -123,6 +124,9 @@ def test_album_extraction_with_bad_studies(live_url, live_db, start_worker, albu
     )
     assert messages["BAD_CORRUPT"]
     assert "Traceback" not in "".join(messages.values())
+    # Each row names the worker node (name@host) that ran it (issue #17: several hosts).
+    node = worker.name.replace("%h", socket.gethostname())
+    assert {row.worker for row in rows} == {node}
     good_tasks = {row.id for pid, row in by_patient.items() if pid.startswith("SYN_")}
     assert {v.feature_extraction_task_id for v in vectors} == good_tasks
     assert {(v.modality, v.roi) for v in vectors} == {("CT", "GTV")}

@@ -12,6 +12,7 @@ Run with `-s` to see the fault table.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import Counter
@@ -338,7 +339,7 @@ def test_whole_worker_sigkilled_mid_album(running_production_broker):
     killed_at = time.monotonic()
     interrupted = [r.id for r in task_rows(platform, extraction_id) if r.status == "PROGRESS"]
     done_before = count_status(platform, extraction_id, "SUCCESS", "FAILURE")
-    platform.start_worker(concurrency=2)  # the replacement
+    replacement = platform.start_worker(concurrency=2)
     wait_until(lambda: requeued_all(platform, interrupted), 60, interval=0.2)
     requeued = time.monotonic() - killed_at
 
@@ -347,6 +348,10 @@ def test_whole_worker_sigkilled_mid_album(running_production_broker):
     assert interrupted
     assert result.statuses == Counter(SUCCESS=STUDIES), result.errors
     assert all(rows[task].attempts == 2 for task in interrupted)  # redone once, by the new one
+    # The rows name the node that finished them (issue #17: which host ran each study).
+    assert {rows[task].worker for task in interrupted} == {
+        replacement.name.replace("%h", socket.gethostname())
+    }
     assert_recovered(platform, listener, headers, seed=42)
     FAULT_TABLE.append(
         (

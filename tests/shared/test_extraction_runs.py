@@ -175,3 +175,12 @@ def test_orphan_is_requeued_once_and_the_dead_workers_copy_is_refused(db):
     stale = runs.claim(db, task_row_id=orphan.id, celery_id="dead-worker-copy")
     assert stale == runs.Refused(orphan.id, extraction.id, failed_now=False)
     assert orphan.status == "STARTED" and orphan.attempts == 2
+
+
+def test_the_claim_names_the_worker_of_each_attempt(db):
+    task = make_extraction(db).tasks[0]
+    runs.claim(db, task_row_id=task.id, celery_id="a", worker="extraction@host-b")
+    assert task.worker == "extraction@host-b"
+    # Host B died; the study's message went to host A's worker: the row names A now.
+    runs.claim(db, task_row_id=task.id, celery_id="a", worker="extraction@host-a")
+    assert task.worker == "extraction@host-a" and task.attempts == 2

@@ -82,3 +82,23 @@ def test_a_restarted_worker_fails_the_runs_it_held(db, run):
     assert runs.fail_orphaned(db, worker="training@host-b") == []
     assert [r.id for r in runs.fail_orphaned(db, worker="training@host-a")] == [run.id]
     assert run.status == "FAILURE" and run.error == runs.LOST_MESSAGE
+
+
+def test_a_run_whose_worker_stopped_its_heartbeat_fails_readably(db, run):
+    runs.claim(db, run_id=run.id, celery_id="c1", worker="training@host-b")
+    silent = dt.timedelta(seconds=120)
+    assert run.heartbeat_at is not None  # the claim is the first sign of life
+    assert runs.fail_silent(db, older_than=silent) == []
+    run.heartbeat_at = utcnow() - dt.timedelta(seconds=300)  # host B died 5 minutes ago
+    db.flush()
+    assert runs.beat(db, run_id=run.id)  # a late beat of a live worker: alive again
+    db.refresh(run)
+    assert runs.fail_silent(db, older_than=silent) == []
+    run.heartbeat_at = utcnow() - dt.timedelta(seconds=300)
+    db.flush()
+    assert [r.id for r in runs.fail_silent(db, older_than=silent)] == [run.id]
+    assert run.status == "FAILURE" and run.phase == "failed"
+    assert "training@host-b" in run.error and "over 120 s" in run.error
+    assert "stopped unexpectedly" in run.error and "Start the training again" in run.error
+    assert not runs.beat(db, run_id=run.id)  # a worker that comes back finds its run ended
+    assert runs.claim(db, run_id=run.id, celery_id="c1-redelivered") is None

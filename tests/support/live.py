@@ -245,6 +245,9 @@ def start_worker(settings, tmp_path_factory) -> Iterator[Callable[..., WorkerPro
         **env: str,
     ) -> WorkerProcess:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        # A worker of the local-folder source checks its album folder at start-up.
+        albums = full_env.get("LOCAL_ALBUMS_DIR") or f"{full_env['QI2_DATA_DIR']}/albums"
+        Path(albums).mkdir(parents=True, exist_ok=True)
         log = tmp_path_factory.mktemp("worker") / f"{queue}.log"
         worker = WorkerProcess(queue, concurrency, full_env, log, pool, name)
         started.append(worker)

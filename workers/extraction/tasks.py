@@ -44,7 +44,8 @@ class Cancelled(Exception):
 def extract_study(self, task_row_id: int) -> str:
     """Extract the features of one study of an extraction."""
     claimed = retry_transient(
-        lambda: _claim(task_row_id, self.request.id), what=f"task {task_row_id}: claim"
+        lambda: _claim(task_row_id, self.request.id, self.request.hostname),
+        what=f"task {task_row_id}: claim",
     )
     if claimed is None:
         log.info("task %s: nothing to do (cancelled)", task_row_id)
@@ -58,10 +59,12 @@ def extract_study(self, task_row_id: int) -> str:
         completion.finish(claimed.extraction_id)
 
 
-def _claim(task_row_id: int, celery_id: str | None) -> runs.StudyJob | runs.Refused | None:
-    """Claim the study in its own unit of work."""
+def _claim(
+    task_row_id: int, celery_id: str | None, worker: str | None
+) -> runs.StudyJob | runs.Refused | None:
+    """Claim the study in its own unit of work, naming the worker node that runs it."""
     with session_scope() as session:
-        return runs.claim(session, task_row_id=task_row_id, celery_id=celery_id)
+        return runs.claim(session, task_row_id=task_row_id, celery_id=celery_id, worker=worker)
 
 
 def _refused(refused: runs.Refused) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from typing import Any
 
@@ -78,6 +79,37 @@ class RunProgress(Progress):
             )
 
 
+class Heartbeat:
+    """While a run trains, a thread writes its heartbeat: the sweep fails runs whose host died."""
+
+    def __init__(self, run_id: int, interval: float) -> None:
+        self.run_id = run_id
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        """Beat every interval until stopped or the run ended elsewhere."""
+        while not self._stop.wait(self.interval):
+            try:
+                with session_scope() as session:
+                    alive = runs.beat(session, run_id=self.run_id)
+                    session.commit()
+            except Exception as exc:  # the database is away for a moment: beat again later
+                log.warning("training run %s: heartbeat not written: %s", self.run_id, exc)
+                continue
+            if not alive:
+                return
+
+
 @app.task(
     name=jobs.TRAIN_MODEL,
     bind=True,
@@ -100,7 +132,8 @@ def train_model(self, run_id: int) -> str:
     job = claimed
     log.info("training run %s (%s), attempt %d", run_id, job.training_id, job.attempt)
     try:
-        _train(job)
+        with Heartbeat(job.run_id, SETTINGS.training_heartbeat_seconds):
+            _train(job)
         return "success"
     except (TrainingInputError, DomainError, ValueError) as exc:
         _fail(job, str(exc) or type(exc).__name__)
