@@ -256,7 +256,7 @@ def stored_vectors(task_id: int) -> list[dict[str, float]]:
     import sqlalchemy as sa
 
     from shared.db.session import session_scope
-    from shared.features.models import FeatureNameSet, FeatureVector
+    from shared.extractions.models import FeatureNameSet, FeatureVector
 
     with session_scope() as session:
         rows = session.execute(
