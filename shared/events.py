@@ -27,7 +27,8 @@ TRAINING_STATUS = "training-status"
 PREDICTION_STATUS = "prediction-status"
 LEGACY_ROOM = "legacy:anonymous"
 
-# After a Redis restart, wait this long for the listening side (the API) to subscribe again.
+# After a Redis restart, wait this long for the listening side (the Socket.IO service,
+# webapp/socket_service.py) to subscribe again.
 LISTENER_WAIT_SECONDS = 5.0
 RESUBSCRIBE_FIRST_DELAY = 0.2
 RESUBSCRIBE_MAX_DELAY = 1.0
@@ -115,8 +116,9 @@ def _listeners(channel: str) -> int | None:
 def _await_listener(channel: str) -> None:
     """Wait a little when a listener was seen before and is gone (Redis just restarted).
 
-    An event published before the API subscribes again would reach nobody. Only the first
-    event after a listener vanished waits; if none comes back, later events go out at once.
+    An event published before the Socket.IO service subscribes again would reach nobody. Only
+    the first event after a listener vanished waits; if none comes back, later events go out at
+    once.
     """
     global _listener_seen
     deadline = time.monotonic() + LISTENER_WAIT_SECONDS

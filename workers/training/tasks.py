@@ -199,7 +199,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _nan_free(value: Any) -> Any:
-    """Store NaN as null inside JSON columns (MySQL JSON has no NaN); metrics keep "N/A"."""
+    """Replace NaN and infinities with "N/A" inside JSON columns (MySQL JSON has neither)."""
     if isinstance(value, float) and not math.isfinite(value):
         return "N/A"
     if isinstance(value, dict):
