@@ -1,6 +1,8 @@
 """The Celery application of the workers: configuration from shared settings, task modules.
 
 Run: `celery -A workers.celery_app worker -Q extraction` (and `-Q training`, `-Q prediction`).
+The module builds the Celery app from the worker's settings; the worker's runtime (sessions,
+task client, event publisher) is built from the same settings when the worker starts.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import SimpleITK as sitk
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 from threadpoolctl import threadpool_limits
 
-from shared import events, jobs, lost_messages
-from shared.config import get_settings
+from shared import bootstrap, jobs, lost_messages, runtime
+from shared.config import Settings, get_settings
 from shared.db import session as db_session
 from shared.extractions import completion, runs
 from shared.modeling import predictions
@@ -36,15 +39,47 @@ ORPHAN_INSPECT_TIMEOUT = 2.0
 # Per-study scratch folders in the temp dir (created by the extraction task).
 SCRATCH_PREFIX = "qi2-study-"
 
-app = Celery(
-    "quantimage2",
-    include=["workers.extraction.tasks", "workers.training.tasks", "workers.prediction.tasks"],
-)
-app.config_from_object(jobs.celery_config(get_settings()))
+TASK_MODULES = ["workers.extraction.tasks", "workers.training.tasks", "workers.prediction.tasks"]
+
+
+class WorkerApp(Celery):
+    """The workers' Celery app, keeping the settings it was configured from."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("quantimage2", include=TASK_MODULES)
+        self.settings = settings
+        self.config_from_object({**jobs.celery_config(settings), **task_limits(settings)})
+
+
+def task_limits(settings: Settings) -> dict[str, Any]:
+    """Each task's soft and hard time limits, from settings (Celery task annotations)."""
+    extraction = settings.extraction_task_time_limit
+    training = settings.training_task_time_limit
+    prediction = settings.prediction_task_time_limit
+    return {
+        "task_annotations": {
+            jobs.EXTRACT_STUDY: {"soft_time_limit": extraction - 60, "time_limit": extraction},
+            jobs.TRAIN_MODEL: {"soft_time_limit": training - 60, "time_limit": training},
+            jobs.PREDICT: {
+                "soft_time_limit": max(1, prediction - 30),
+                "time_limit": prediction,
+            },
+        }
+    }
+
+
+# `celery -A workers.celery_app` imports this module: the one place a worker reads its settings.
+app = WorkerApp(get_settings())
 
 
 # Threads each pool process may use; set in the main process before the pool forks.
 _threads_per_process = 1
+
+
+@worker_init.connect
+def _build_runtime(**_kwargs: object) -> None:
+    """Build the worker's sessions, task client and event publisher from its settings."""
+    runtime.install(bootstrap.build(app.settings))
 
 
 @worker_init.connect
@@ -59,8 +94,7 @@ def _share_cores(sender: object = None, **_kwargs: object) -> None:
 @worker_process_init.connect
 def _after_fork(**_kwargs: object) -> None:
     """A forked child must not reuse the parent's pooled MySQL or Redis connections."""
-    db_session.dispose()
-    events.reset()
+    runtime.current().after_fork()
     prepare_compute_process(_threads_per_process)
 
 
@@ -96,7 +130,7 @@ def limit_threads(count: int) -> None:
 @worker_ready.connect
 def _recover_lost_studies(**_kwargs: object) -> None:
     """Fail studies still marked running long after any task could have (a killed worker)."""
-    recover_stale(dt.timedelta(seconds=get_settings().extraction_task_time_limit + 600))
+    recover_stale(dt.timedelta(seconds=runtime.current().settings.extraction_task_time_limit + 600))
 
 
 def recover_stale(older_than: dt.timedelta) -> list[int]:
@@ -114,7 +148,7 @@ def recover_stale(older_than: dt.timedelta) -> list[int]:
 @worker_ready.connect
 def _start_orphan_sweep(sender: object = None, **_kwargs: object) -> None:
     """Sweep for studies of dead workers now and then, in a thread of the main process."""
-    interval = get_settings().extraction_orphan_sweep_seconds
+    interval = runtime.current().settings.extraction_orphan_sweep_seconds
     if interval > 0:
         thread = threading.Thread(
             target=_sweep_forever, args=(interval,), name="orphan-sweep", daemon=True
@@ -195,7 +229,7 @@ LOST_LIFECYCLES = (training_runs.LIFECYCLE, predictions.LIFECYCLE)
 @worker_ready.connect
 def _start_lost_message_sweep(sender: object = None, **_kwargs: object) -> None:
     """Look for queued jobs whose message was lost now and then, in a thread of the main process."""
-    interval = get_settings().lost_message_sweep_seconds
+    interval = runtime.current().settings.lost_message_sweep_seconds
     if interval > 0:
         thread = threading.Thread(
             target=_sweep_lost_forever, args=(interval,), name="lost-message-sweep", daemon=True
@@ -215,7 +249,7 @@ def _sweep_lost_forever(interval: float) -> None:
 
 def sweep_lost_messages() -> dict[str, list[str]]:
     """Send again (once), or fail, the PENDING trainings and predictions the broker lost."""
-    older_than = dt.timedelta(seconds=get_settings().lost_message_after_seconds)
+    older_than = dt.timedelta(seconds=runtime.current().settings.lost_message_after_seconds)
     return lost_messages.sweep(LOST_LIFECYCLES, broker_task_ids, older_than=older_than)
 
 
@@ -223,7 +257,7 @@ def sweep_lost_messages() -> dict[str, list[str]]:
 def _recover_lost_training_runs(sender: object = None, **_kwargs: object) -> None:
     """Fail training runs this worker left running before a restart (killed), and runs of any
     worker still marked running long after any run could have."""
-    limit = get_settings().training_task_time_limit + 600
+    limit = runtime.current().settings.training_task_time_limit + 600
     hostname = getattr(sender, "hostname", None)
     with db_session.session_scope() as session:
         stale = training_runs.fail_orphaned(session, worker=hostname) if hostname else []
@@ -239,7 +273,7 @@ def _recover_lost_training_runs(sender: object = None, **_kwargs: object) -> Non
 def _recover_lost_predictions(sender: object = None, **_kwargs: object) -> None:
     """Fail predictions this worker left running before a restart, and any still marked
     running long after any prediction could have."""
-    limit = get_settings().prediction_task_time_limit + 600
+    limit = runtime.current().settings.prediction_task_time_limit + 600
     hostname = getattr(sender, "hostname", None)
     with db_session.session_scope() as session:
         stale = predictions.fail_orphaned(session, worker=hostname) if hostname else []
@@ -254,7 +288,7 @@ def _recover_lost_predictions(sender: object = None, **_kwargs: object) -> None:
 @worker_ready.connect
 def _remove_abandoned_scratch(**_kwargs: object) -> None:
     """Delete study folders left in the temp dir by killed workers (older than any task)."""
-    cutoff = time.time() - get_settings().extraction_task_time_limit - 600
+    cutoff = time.time() - runtime.current().settings.extraction_task_time_limit - 600
     for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
         try:
             if folder.is_dir() and folder.stat().st_mtime < cutoff:
