@@ -197,10 +197,14 @@ def start_services(
             "LOG_LEVEL": "WARNING",
         }
     )
+    from shared import bootstrap, runtime
+    from shared.config import Settings
     from shared.db import migrate
     from shared.db import session as db_session
 
     migrate.upgrade(os.environ["DATABASE_URL"])
+    # This process enqueues and reads rows as a worker does: its runtime from its settings.
+    runtime.install(bootstrap.build(Settings()))
     stack.callback(db_session.dispose)  # before the DROP DATABASE registered above
     return tmp, Stopwatch([orthanc.process.pid])
 
@@ -256,7 +260,7 @@ def stored_vectors(task_id: int) -> list[dict[str, float]]:
     import sqlalchemy as sa
 
     from shared.db.session import session_scope
-    from shared.features.models import FeatureNameSet, FeatureVector
+    from shared.extractions.models import FeatureNameSet, FeatureVector
 
     with session_scope() as session:
         rows = session.execute(

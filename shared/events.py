@@ -17,7 +17,8 @@ from typing import Any
 import redis
 import socketio
 
-from shared.config import get_settings
+from shared import runtime
+from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,11 @@ TRAINING_STATUS = "training-status"
 PREDICTION_STATUS = "prediction-status"
 LEGACY_ROOM = "legacy:anonymous"
 
-# After a Redis restart, wait this long for the listening side (the API) to subscribe again.
+# After a Redis restart, wait this long for the listening side (the Socket.IO service,
+# webapp/socket_service.py) to subscribe again.
 LISTENER_WAIT_SECONDS = 5.0
 RESUBSCRIBE_FIRST_DELAY = 0.2
 RESUBSCRIBE_MAX_DELAY = 1.0
-
-_manager: socketio.RedisManager | None = None
-_probe: redis.Redis | None = None
-_listener_seen = False
-_lock = threading.Lock()
 
 
 class ResubscribingRedisManager(socketio.AsyncRedisManager):
@@ -80,68 +77,77 @@ def user_room(user_id: str) -> str:
     return f"user:{user_id}"
 
 
-def _get_manager() -> socketio.RedisManager:
-    """Create the write-only Redis manager once per process."""
-    global _manager
-    with _lock:
-        if _manager is None:
-            settings = get_settings()
-            _manager = socketio.RedisManager(
-                settings.socket_message_queue, channel=settings.socketio_channel, write_only=True
-            )
-        return _manager
+class Publisher:
+    """The write-only side of one settings object's Socket.IO queue, built on first use."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._manager: socketio.RedisManager | None = None
+        self._probe: redis.Redis | None = None
+        self._listener_seen = False
+        self._lock = threading.Lock()
 
-def reset() -> None:
-    """Forget the manager (after a fork, or when settings change in tests)."""
-    global _manager, _probe, _listener_seen
-    with _lock:
-        _manager = None
-        _probe = None
-        _listener_seen = False
+    def _get_manager(self) -> socketio.RedisManager:
+        """Create the write-only Redis manager once."""
+        with self._lock:
+            if self._manager is None:
+                self._manager = socketio.RedisManager(
+                    self.settings.socket_message_queue,
+                    channel=self.settings.socketio_channel,
+                    write_only=True,
+                )
+            return self._manager
 
+    def reset(self) -> None:
+        """Forget the manager and probe (after a fork: the child opens its own)."""
+        with self._lock:
+            self._manager = None
+            self._probe = None
+            self._listener_seen = False
 
-def _listeners(channel: str) -> int | None:
-    """Count the processes subscribed to the channel; None when Redis does not answer."""
-    global _probe
-    try:
-        if _probe is None:
-            _probe = redis.Redis.from_url(get_settings().socket_message_queue)
-        return int(_probe.pubsub_numsub(channel)[0][1])
-    except redis.RedisError:
-        return None
+    def _listeners(self, channel: str) -> int | None:
+        """Count the processes subscribed to the channel; None when Redis does not answer."""
+        try:
+            if self._probe is None:
+                self._probe = redis.Redis.from_url(self.settings.socket_message_queue)
+            return int(self._probe.pubsub_numsub(channel)[0][1])
+        except redis.RedisError:
+            return None
 
+    def _await_listener(self, channel: str) -> None:
+        """Wait a little when a listener was seen before and is gone (Redis just restarted).
 
-def _await_listener(channel: str) -> None:
-    """Wait a little when a listener was seen before and is gone (Redis just restarted).
+        An event published before the Socket.IO service subscribes again would reach nobody.
+        Only the first event after a listener vanished waits; if none comes back, later events
+        go out at once.
+        """
+        deadline = time.monotonic() + LISTENER_WAIT_SECONDS
+        while True:
+            count = self._listeners(channel)
+            if count:
+                self._listener_seen = True
+                return
+            if not self._listener_seen:
+                return
+            if time.monotonic() > deadline:
+                self._listener_seen = False
+                return
+            time.sleep(0.1)
 
-    An event published before the API subscribes again would reach nobody. Only the first
-    event after a listener vanished waits; if none comes back, later events go out at once.
-    """
-    global _listener_seen
-    deadline = time.monotonic() + LISTENER_WAIT_SECONDS
-    while True:
-        count = _listeners(channel)
-        if count:
-            _listener_seen = True
-            return
-        if not _listener_seen:
-            return
-        if time.monotonic() > deadline:
-            _listener_seen = False
-            return
-        time.sleep(0.1)
+    def publish(self, event: str, payload: dict[str, Any], *, user_id: str) -> None:
+        """Send an event to the owner's room; a Redis outage is logged, never fatal."""
+        rooms = [user_room(user_id)]
+        if self.settings.socketio_legacy_anonymous:
+            rooms.append(LEGACY_ROOM)
+        self._await_listener(self.settings.socketio_channel)
+        try:
+            manager = self._get_manager()
+            for room in rooms:
+                manager.emit(event, payload, room=room, namespace="/")
+        except Exception as exc:  # events are notifications; the database row is the truth
+            log.warning("could not publish %s: %s", event, exc)
 
 
 def publish(event: str, payload: dict[str, Any], *, user_id: str) -> None:
-    """Send an event to the owner's room; a Redis outage is logged, never fatal to the work."""
-    rooms = [user_room(user_id)]
-    if get_settings().socketio_legacy_anonymous:
-        rooms.append(LEGACY_ROOM)
-    _await_listener(get_settings().socketio_channel)
-    try:
-        manager = _get_manager()
-        for room in rooms:
-            manager.emit(event, payload, room=room, namespace="/")
-    except Exception as exc:  # events are notifications; the database row is the truth
-        log.warning("could not publish %s: %s", event, exc)
+    """Send an event through the publisher of the current app or worker."""
+    runtime.current().publisher.publish(event, payload, user_id=user_id)

@@ -7,12 +7,12 @@ be held by a busy or absent worker. Results travel through the database rows and
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from celery import Celery
 
-from shared.config import Settings, get_settings
+from shared import runtime
+from shared.config import Settings
 
 EXTRACTION_QUEUE = "extraction"
 TRAINING_QUEUE = "training"
@@ -28,9 +28,6 @@ TASK_ROUTES = {
     # Its own queue and worker: a prediction never waits behind a training (ADR 0005).
     "prediction.*": {"queue": PREDICTION_QUEUE},
 }
-
-_client: Celery | None = None
-_lock = threading.Lock()
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -55,6 +52,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport["unacked_restore_throttle"] = 1
     return {
         "broker_url": settings.celery_broker_url,
+        # Celery lets a CELERY_BROKER_URL variable override broker_url, but not these two: the
+        # settings decide (they read the same variable), so two apps of one process can differ.
+        "broker_read_url": settings.celery_broker_url,
+        "broker_write_url": settings.celery_broker_url,
         "result_backend": settings.celery_result_backend,
         "broker_transport_options": transport,
         "result_backend_transport_options": {"retry_on_timeout": True},
@@ -75,21 +76,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def make_client(settings: Settings) -> Celery:
+    """Build a send-only Celery client from settings (no connection is opened here)."""
+    client = Celery("quantimage2")
+    client.config_from_object(celery_config(settings))
+    return client
+
+
 def client() -> Celery:
-    """Return the process-wide Celery client used to enqueue work."""
-    global _client
-    with _lock:
-        if _client is None:
-            _client = Celery("quantimage2")
-            _client.config_from_object(celery_config(get_settings()))
-        return _client
-
-
-def reset() -> None:
-    """Forget the client (after a fork, or when the settings change in tests)."""
-    global _client
-    with _lock:
-        _client = None
+    """Return the Celery client of the current app or worker, used to enqueue work."""
+    return runtime.current().celery
 
 
 def queue_of(name: str) -> str:

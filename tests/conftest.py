@@ -47,6 +47,7 @@ os.environ.update(
 )
 
 from devkit.oidc_issuer import LocalIssuer, User  # noqa: E402
+from shared import bootstrap, runtime  # noqa: E402
 from shared.config import Settings, get_settings  # noqa: E402
 from shared.db import migrate  # noqa: E402
 from shared.db import session as db_session  # noqa: E402
@@ -103,14 +104,20 @@ def settings(issuer: LocalIssuer) -> Settings:
 
 @pytest.fixture(scope="session")
 def engine(settings: Settings) -> Iterator[sa.Engine]:
-    """A fresh MariaDB database for this run, built by `alembic upgrade head`."""
+    """A fresh MariaDB database for this run, built by `alembic upgrade head`.
+
+    The test process's runtime (sessions, task client, publisher) is built from the settings
+    on this engine and installed, as a worker does at start-up; the app shares it.
+    """
     admin(f"CREATE DATABASE {TEST_DB} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     try:
         migrate.upgrade(settings.sqlalchemy_url)
-        eng = db_session.make_engine(settings.sqlalchemy_url)
+        eng = db_session.make_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size)
         sa.event.listen(eng, "connect", _mysql_84_sql_mode)
         sql_log.attach(eng)
+        runtime.install(bootstrap.build(settings, engine=eng))
         yield eng
+        runtime.install(None)
         eng.dispose()
     finally:
         admin(f"DROP DATABASE IF EXISTS {TEST_DB}")
@@ -140,7 +147,7 @@ def app(settings: Settings, engine: sa.Engine):
     """The Flask app, built once."""
     from webapp import create_app
 
-    application = create_app(settings)
+    application = create_app(settings, runtime=runtime.current())
     application.config["TESTING"] = True
     application.extensions["qi2_verifier"].min_refresh_interval = 0
     return application

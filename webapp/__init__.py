@@ -10,12 +10,18 @@ import logging
 from flask import Flask
 from flask_cors import CORS
 
+from shared import bootstrap
 from shared.config import Settings, get_settings
+from shared.runtime import Runtime
 from webapp import auth, bodies, db, downloads, errors, openapi, serialize
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the Flask application (the only way to get one)."""
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Flask:
+    """Build the Flask application (the only way to get one).
+
+    Its sessions, Celery client and event publisher are built from `settings`, unless a
+    runtime built from them is given (the tests share theirs with the test transaction).
+    """
     settings = settings or get_settings()
     app = Flask(__name__, static_folder=None)
     app.json = serialize.FastJSONProvider(app)
@@ -32,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         expose_headers=downloads.EXPOSED_HEADERS,
         supports_credentials=False,
     )
-    db.init_app(app)
+    db.init_app(app, runtime or bootstrap.build(settings))
     auth.init_app(app, settings)
     bodies.init_app(app)  # after auth: a caller without a token gets 401 first
     errors.init_app(app)

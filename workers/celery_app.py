@@ -1,6 +1,8 @@
 """The Celery application of the workers: configuration from shared settings, task modules.
 
 Run: `celery -A workers.celery_app worker -Q extraction` (and `-Q training`, `-Q prediction`).
+The module builds the Celery app from the worker's settings; the worker's runtime (sessions,
+task client, event publisher) is built from the same settings when the worker starts.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import SimpleITK as sitk
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 from threadpoolctl import threadpool_limits
 
-from shared import events, jobs, lost_messages, preflight
-from shared.config import get_settings
+from shared import bootstrap, jobs, lost_messages, preflight, runtime
+from shared.config import Settings, get_settings
 from shared.db import session as db_session
 from shared.extractions import completion, runs
 from shared.modeling import predictions
@@ -37,11 +40,37 @@ ORPHAN_INSPECT_TIMEOUT = 2.0
 # Per-study scratch folders in the temp dir (created by the extraction task).
 SCRATCH_PREFIX = "qi2-study-"
 
-app = Celery(
-    "quantimage2",
-    include=["workers.extraction.tasks", "workers.training.tasks", "workers.prediction.tasks"],
-)
-app.config_from_object(jobs.celery_config(get_settings()))
+TASK_MODULES = ["workers.extraction.tasks", "workers.training.tasks", "workers.prediction.tasks"]
+
+
+class WorkerApp(Celery):
+    """The workers' Celery app, keeping the settings it was configured from."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("quantimage2", include=TASK_MODULES)
+        self.settings = settings
+        self.config_from_object({**jobs.celery_config(settings), **task_limits(settings)})
+
+
+def task_limits(settings: Settings) -> dict[str, Any]:
+    """Each task's soft and hard time limits, from settings (Celery task annotations)."""
+    extraction = settings.extraction_task_time_limit
+    training = settings.training_task_time_limit
+    prediction = settings.prediction_task_time_limit
+    return {
+        "task_annotations": {
+            jobs.EXTRACT_STUDY: {"soft_time_limit": extraction - 60, "time_limit": extraction},
+            jobs.TRAIN_MODEL: {"soft_time_limit": training - 60, "time_limit": training},
+            jobs.PREDICT: {
+                "soft_time_limit": max(1, prediction - 30),
+                "time_limit": prediction,
+            },
+        }
+    }
+
+
+# `celery -A workers.celery_app` imports this module: the one place a worker reads its settings.
+app = WorkerApp(get_settings())
 
 
 # Threads each pool process may use; set in the main process before the pool forks.
@@ -61,9 +90,7 @@ def _check_services(sender: object = None, **_kwargs: object) -> None:
     ordinary exceptions), so the process exits non-zero.
     """
     try:
-        preflight.check_worker(
-            get_settings(), reads_images=_consumes(sender, jobs.EXTRACTION_QUEUE)
-        )
+        preflight.check_worker(app.settings, reads_images=_consumes(sender, jobs.EXTRACTION_QUEUE))
     except preflight.CheckFailed as exc:
         message = f"worker start-up check failed: {exc}"
         log.critical(message)
@@ -79,6 +106,12 @@ def _consumes(worker: object, queue: str) -> bool:
 
 
 @worker_init.connect
+def _build_runtime(**_kwargs: object) -> None:
+    """Build the worker's sessions, task client and event publisher from its settings."""
+    runtime.install(bootstrap.build(app.settings))
+
+
+@worker_init.connect
 def _share_cores(sender: object = None, **_kwargs: object) -> None:
     """Split the usable cores between the pool processes (`-c 2` on 2 cores: 1 each)."""
     global _threads_per_process
@@ -90,8 +123,7 @@ def _share_cores(sender: object = None, **_kwargs: object) -> None:
 @worker_process_init.connect
 def _after_fork(**_kwargs: object) -> None:
     """A forked child must not reuse the parent's pooled MySQL or Redis connections."""
-    db_session.dispose()
-    events.reset()
+    runtime.current().after_fork()
     prepare_compute_process(_threads_per_process)
 
 
@@ -127,7 +159,7 @@ def limit_threads(count: int) -> None:
 @worker_ready.connect
 def _recover_lost_studies(**_kwargs: object) -> None:
     """Fail studies still marked running long after any task could have (a killed worker)."""
-    recover_stale(dt.timedelta(seconds=get_settings().extraction_task_time_limit + 600))
+    recover_stale(dt.timedelta(seconds=runtime.current().settings.extraction_task_time_limit + 600))
 
 
 def recover_stale(older_than: dt.timedelta) -> list[int]:
@@ -145,7 +177,7 @@ def recover_stale(older_than: dt.timedelta) -> list[int]:
 @worker_ready.connect
 def _start_orphan_sweep(sender: object = None, **_kwargs: object) -> None:
     """Sweep for studies of dead workers now and then, in a thread of the main process."""
-    interval = get_settings().extraction_orphan_sweep_seconds
+    interval = runtime.current().settings.extraction_orphan_sweep_seconds
     if interval > 0:
         thread = threading.Thread(
             target=_sweep_forever, args=(interval,), name="orphan-sweep", daemon=True
@@ -226,7 +258,7 @@ LOST_LIFECYCLES = (training_runs.LIFECYCLE, predictions.LIFECYCLE)
 @worker_ready.connect
 def _start_lost_message_sweep(sender: object = None, **_kwargs: object) -> None:
     """Look for queued jobs whose message was lost now and then, in a thread of the main process."""
-    interval = get_settings().lost_message_sweep_seconds
+    interval = runtime.current().settings.lost_message_sweep_seconds
     if interval > 0:
         thread = threading.Thread(
             target=_sweep_lost_forever, args=(interval,), name="lost-message-sweep", daemon=True
@@ -250,13 +282,13 @@ def _sweep_lost_forever(interval: float) -> None:
 
 def sweep_lost_messages() -> dict[str, list[str]]:
     """Send again (once), or fail, the PENDING trainings and predictions the broker lost."""
-    older_than = dt.timedelta(seconds=get_settings().lost_message_after_seconds)
+    older_than = dt.timedelta(seconds=runtime.current().settings.lost_message_after_seconds)
     return lost_messages.sweep(LOST_LIFECYCLES, broker_task_ids, older_than=older_than)
 
 
 def sweep_silent_training_runs() -> list[int]:
     """Fail, and announce, the training runs whose worker stopped its heartbeat (host lost)."""
-    older_than = dt.timedelta(seconds=get_settings().training_silent_after_seconds)
+    older_than = dt.timedelta(seconds=runtime.current().settings.training_silent_after_seconds)
     with db_session.session_scope() as session:
         silent = training_runs.fail_silent(session, older_than=older_than)
         session.commit()
@@ -271,7 +303,7 @@ def sweep_silent_training_runs() -> list[int]:
 def _recover_lost_training_runs(sender: object = None, **_kwargs: object) -> None:
     """Fail training runs this worker left running before a restart (killed), and runs of any
     worker still marked running long after any run could have."""
-    limit = get_settings().training_task_time_limit + 600
+    limit = runtime.current().settings.training_task_time_limit + 600
     hostname = getattr(sender, "hostname", None)
     with db_session.session_scope() as session:
         stale = training_runs.fail_orphaned(session, worker=hostname) if hostname else []
@@ -287,7 +319,7 @@ def _recover_lost_training_runs(sender: object = None, **_kwargs: object) -> Non
 def _recover_lost_predictions(sender: object = None, **_kwargs: object) -> None:
     """Fail predictions this worker left running before a restart, and any still marked
     running long after any prediction could have."""
-    limit = get_settings().prediction_task_time_limit + 600
+    limit = runtime.current().settings.prediction_task_time_limit + 600
     hostname = getattr(sender, "hostname", None)
     with db_session.session_scope() as session:
         stale = predictions.fail_orphaned(session, worker=hostname) if hostname else []
@@ -302,7 +334,7 @@ def _recover_lost_predictions(sender: object = None, **_kwargs: object) -> None:
 @worker_ready.connect
 def _remove_abandoned_scratch(**_kwargs: object) -> None:
     """Delete study folders left in the temp dir by killed workers (older than any task)."""
-    cutoff = time.time() - get_settings().extraction_task_time_limit - 600
+    cutoff = time.time() - runtime.current().settings.extraction_task_time_limit - 600
     for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
         try:
             if folder.is_dir() and folder.stat().st_mtime < cutoff:

@@ -8,8 +8,13 @@ from shared.clinical.models import (
 )
 from shared.collections.models import FeatureCollection
 from shared.db.base import Base
-from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
-from shared.features.models import FeatureNameSet, FeatureVector
+from shared.extractions.models import (
+    ExtractionTask,
+    FeatureExtraction,
+    FeatureNameSet,
+    FeatureVector,
+    WorkerCredential,
+)
 from shared.labels.models import Label, LabelCategory
 from shared.modeling.models import ModelArtifactChunk, Prediction, TrainedModel, TrainingRun
 from shared.navigation.models import NavigationEntry

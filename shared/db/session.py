@@ -1,4 +1,8 @@
-"""Engine and session factory built from settings; one session per unit of work."""
+"""Engine and session factory built from settings; one session per unit of work.
+
+The factory belongs to the runtime of the app or worker (`shared.runtime`), built from its
+settings; `new_session` and `session_scope` open sessions of the current one.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,13 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared.config import get_settings
+from shared import runtime
 
-_factory: so.sessionmaker[so.Session] | None = None
+# Settings.db_pool_size's default (DB_POOL_SIZE), for engines built without settings.
+DEFAULT_POOL_SIZE = 10
 
 
-def make_engine(url: str, **overrides: Any) -> sa.Engine:
+def make_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE, **overrides: Any) -> sa.Engine:
     """Create an engine with the pool settings each backend needs."""
     options: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -23,7 +28,7 @@ def make_engine(url: str, **overrides: Any) -> sa.Engine:
         # pre_ping + recycle below MySQL's wait_timeout: no "server has gone away" after idling.
         options.update(pool_pre_ping=True, pool_recycle=1800)
         if "poolclass" not in overrides:
-            options["pool_size"] = get_settings().db_pool_size
+            options["pool_size"] = pool_size
     options.update(overrides)
     engine = sa.create_engine(url, **options)
     if url.startswith("sqlite"):
@@ -39,18 +44,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def configure(engine: sa.Engine | None = None, **session_options: Any) -> so.sessionmaker:
-    """Install the process-wide session factory (from settings unless an engine is given)."""
-    global _factory
-    if engine is None:
-        engine = make_engine(get_settings().sqlalchemy_url)
-    _factory = so.sessionmaker(bind=engine, expire_on_commit=False, **session_options)
-    return _factory
+def make_sessionmaker(
+    engine: sa.Engine | sa.Connection, **session_options: Any
+) -> so.sessionmaker[so.Session]:
+    """Return a session factory bound to an engine (or, in tests, to one open connection)."""
+    return so.sessionmaker(bind=engine, expire_on_commit=False, **session_options)
+
+
+def configure(engine: sa.Engine | sa.Connection, **session_options: Any) -> so.sessionmaker:
+    """Point the current runtime's sessions at another engine or connection (tests, tools)."""
+    factory = make_sessionmaker(engine, **session_options)
+    runtime.current().sessions = factory
+    return factory
 
 
 def get_session_factory() -> so.sessionmaker:
-    """Return the session factory, configuring it from settings on first use."""
-    return _factory if _factory is not None else configure()
+    """Return the session factory of the current app or worker."""
+    return runtime.current().sessions
 
 
 def new_session() -> so.Session:
@@ -74,5 +84,6 @@ def session_scope() -> Iterator[so.Session]:
 
 def dispose() -> None:
     """Drop pooled connections (after a fork, the child must not reuse the parent's sockets)."""
-    if _factory is not None and _factory.kw.get("bind") is not None:
-        _factory.kw["bind"].dispose(close=False)
+    bind = get_session_factory().kw.get("bind")
+    if isinstance(bind, sa.Engine):
+        bind.dispose(close=False)

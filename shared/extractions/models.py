@@ -1,4 +1,8 @@
-"""ORM models of an extraction and its per-study tasks."""
+"""ORM models of an extraction, its per-study tasks and the feature vectors they store.
+
+The vectors live here, below the features domain, because the extraction's own read model
+(`service.stored_summary`) reads them: the features domain builds on extractions, not back.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from shared.db.base import (
     Base,
     DicomUid,
     IdMixin,
+    LargeBlob,
     LongText,
     OwnedMixin,
     TimestampMixin,
@@ -89,3 +94,34 @@ class WorkerCredential(IdMixin, TimestampMixin, OwnedMixin, Base):
     external_id: so.Mapped[str | None] = so.mapped_column(sa.String(128))
     secret: so.Mapped[str] = so.mapped_column(sa.Text)
     expires_at: so.Mapped[dt.datetime]
+
+
+class FeatureNameSet(IdMixin, Base):
+    """An ordered list of feature names, stored once and shared by many vectors."""
+
+    __tablename__ = "feature_name_set"
+    __table_args__ = TABLE_ARGS
+
+    digest: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    names: so.Mapped[str] = so.mapped_column(LongText)
+
+
+class FeatureVector(IdMixin, TimestampMixin, Base):
+    """The feature values of one study for one (modality, ROI), packed as float64."""
+
+    __tablename__ = "feature_vector"
+    __table_args__ = (
+        sa.UniqueConstraint("feature_extraction_task_id", "modality", "roi"),
+        TABLE_ARGS,
+    )
+
+    feature_extraction_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("feature_extraction.id", ondelete="CASCADE"), index=True
+    )
+    feature_extraction_task_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("feature_extraction_task.id", ondelete="CASCADE")
+    )
+    modality: so.Mapped[str] = so.mapped_column(sa.String(64))
+    roi: so.Mapped[str] = so.mapped_column(sa.String(255))
+    name_set_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("feature_name_set.id"))
+    values: so.Mapped[bytes] = so.mapped_column(LargeBlob)

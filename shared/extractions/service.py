@@ -18,7 +18,13 @@ from shared.db import owned
 from shared.db.base import utcnow
 from shared.db.wire import iso_text
 from shared.errors import Conflict
-from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
+from shared.extractions.models import (
+    ExtractionTask,
+    FeatureExtraction,
+    FeatureNameSet,
+    FeatureVector,
+    WorkerCredential,
+)
 from shared.extractions.schemas import (
     ExtractionRead,
     ExtractionStatus,
@@ -26,7 +32,6 @@ from shared.extractions.schemas import (
     FormattedTask,
     RawTask,
 )
-from shared.features.models import FeatureNameSet, FeatureVector
 from shared.imaging.source import StudyInfo
 from shared.lru import BoundedLru
 

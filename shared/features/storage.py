@@ -21,8 +21,7 @@ import sqlalchemy.exc as sa_exc
 import sqlalchemy.orm as so
 
 from shared.errors import InvalidInput, NotFound
-from shared.extractions.models import ExtractionTask
-from shared.features.models import FeatureNameSet, FeatureVector
+from shared.extractions.models import ExtractionTask, FeatureNameSet, FeatureVector
 from shared.features.table import FeatureMatrix, Outcome, feature_id, parse_feature_id
 from shared.labels.models import Label, LabelCategory
 

@@ -18,8 +18,7 @@ import sqlalchemy as sa
 import yaml
 
 from shared import events
-from shared.extractions.models import ExtractionTask, WorkerCredential
-from shared.features.models import FeatureVector
+from shared.extractions.models import ExtractionTask, FeatureVector, WorkerCredential
 from shared.presets.service import DEFAULTS_DIR
 from tests.support.live import EventListener, wait_extraction_ready
 

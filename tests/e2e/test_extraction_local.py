@@ -20,8 +20,7 @@ import yaml
 
 from devkit.synthetic import write_cohort
 from shared import events
-from shared.extractions.models import ExtractionTask
-from shared.features.models import FeatureVector
+from shared.extractions.models import ExtractionTask, FeatureVector
 from shared.imaging.factory import local_albums_root
 from shared.presets.service import DEFAULTS_DIR
 from tests.support.live import EventListener, wait_extraction_ready

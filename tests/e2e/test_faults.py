@@ -26,8 +26,7 @@ import yaml
 
 from devkit.synthetic import Geometry, write_cohort
 from shared import events
-from shared.extractions.models import ExtractionTask, FeatureExtraction
-from shared.features.models import FeatureVector
+from shared.extractions.models import ExtractionTask, FeatureExtraction, FeatureVector
 from shared.presets.service import DEFAULTS_DIR
 from tests.support.faults import Platform, kill_whole_worker
 from tests.support.live import EventListener, wait_until

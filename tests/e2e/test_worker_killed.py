@@ -13,8 +13,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from shared.extractions.models import ExtractionTask
-from shared.features.models import FeatureVector
+from shared.extractions.models import ExtractionTask, FeatureVector
 from shared.imaging.factory import local_albums_root
 from shared.presets.service import DEFAULTS_DIR
 from tests.conftest import SHARED_DATA

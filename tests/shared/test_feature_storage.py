@@ -13,9 +13,13 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from shared.errors import InvalidInput, NotFound
-from shared.extractions.models import ExtractionTask, FeatureExtraction
+from shared.extractions.models import (
+    ExtractionTask,
+    FeatureExtraction,
+    FeatureNameSet,
+    FeatureVector,
+)
 from shared.features import storage
-from shared.features.models import FeatureNameSet, FeatureVector
 from shared.features.storage import VectorIn
 from shared.features.table import feature_id
 from shared.imaging.source import StudyInfo

@@ -16,7 +16,6 @@ import redis
 import sqlalchemy as sa
 
 from shared import jobs
-from shared.config import get_settings
 from shared.db.base import utcnow
 from shared.extractions.models import FeatureExtraction
 from shared.labels.models import LabelCategory
@@ -138,18 +137,16 @@ def stored_category(db, model):
     return db.get(LabelCategory, model.label_category_id)
 
 
-def test_a_broker_outage_fails_the_prediction_and_answers_503(client, auth, db, model, monkeypatch):
+def test_a_broker_outage_fails_the_prediction_and_answers_503(
+    app, client, auth, db, model, settings, monkeypatch
+):
     stored, target = model
-    down = "redis://127.0.0.1:1/0"  # nothing listens on port 1
-    # Celery reads CELERY_BROKER_URL from the environment before its configuration.
-    monkeypatch.setenv("CELERY_BROKER_URL", down)
-    monkeypatch.setattr(get_settings(), "celery_broker_url", down)
-    jobs.reset()
+    down = settings.model_copy(update={"celery_broker_url": "redis://127.0.0.1:1/0"})  # no one
+    monkeypatch.setattr(app.extensions["qi2_runtime"], "celery", jobs.make_client(down))
     try:
         response = predict(client, auth, stored.id, target.id)
     finally:
         monkeypatch.undo()
-        jobs.reset()
     assert response.status_code == 503 and response.json["error"]
     status = db.execute(sa.text("SELECT status, error FROM prediction")).one()
     assert status.status == "FAILURE" and "queue" in status.error

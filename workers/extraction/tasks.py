@@ -13,8 +13,7 @@ from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared import jobs
-from shared.config import get_settings
+from shared import jobs, runtime
 from shared.db.retry import retry_transient
 from shared.db.session import session_scope
 from shared.errors import DomainError, NotFound
@@ -27,7 +26,6 @@ from workers.celery_app import SCRATCH_PREFIX, app
 from workers.extraction import pipeline
 
 log = logging.getLogger(__name__)
-SETTINGS = get_settings()
 FETCH_THREADS = 4
 
 
@@ -35,12 +33,8 @@ class Cancelled(Exception):
     """The extraction was cancelled while this study ran."""
 
 
-@app.task(
-    name=jobs.EXTRACT_STUDY,
-    bind=True,
-    soft_time_limit=SETTINGS.extraction_task_time_limit - 60,
-    time_limit=SETTINGS.extraction_task_time_limit,
-)
+# Time limits: workers.celery_app.task_limits, from the worker's settings.
+@app.task(name=jobs.EXTRACT_STUDY, bind=True)
 def extract_study(self, task_row_id: int) -> str:
     """Extract the features of one study of an extraction."""
     claimed = retry_transient(
@@ -88,7 +82,8 @@ def _attempt(job: runs.StudyJob) -> str:
     except (pipeline.ExtractionError, DomainError) as exc:
         _fail(job, str(exc))
     except SoftTimeLimitExceeded:
-        _fail(job, f"The study took longer than {SETTINGS.extraction_task_time_limit} s")
+        limit = runtime.current().settings.extraction_task_time_limit
+        _fail(job, f"The study took longer than {limit} s")
     except Exception as exc:  # record it on the row; the rest of the album goes on
         log.exception("task %s: unexpected error", job.task_row_id)
         _fail(job, f"Unexpected error while processing the study: {type(exc).__name__}: {exc}")
@@ -137,7 +132,7 @@ def _store(job: runs.StudyJob, result: pipeline.StudyExtraction) -> None:
 
 def _fetch(job: runs.StudyJob, config: ExtractionConfig, dest: Path) -> Path:
     """Download the study's contours, then only the image series the chosen ROIs need."""
-    source = image_source(SETTINGS, credential=job.credential)
+    source = image_source(runtime.current().settings, credential=job.credential)
     series = source.list_series(job.album_id, job.study_uid)
     contours = [s.series_uid for s in series if s.modality in CONTOUR_MODALITIES]
     if not contours:

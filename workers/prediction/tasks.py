@@ -14,8 +14,7 @@ import logging
 import joblib
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared import jobs
-from shared.config import get_settings
+from shared import jobs, runtime
 from shared.db.session import session_scope
 from shared.errors import DomainError
 from shared.modeling import predictions
@@ -24,16 +23,10 @@ from workers.celery_app import app
 from workers.training import engine
 
 log = logging.getLogger(__name__)
-SETTINGS = get_settings()
 
 
-@app.task(
-    name=jobs.PREDICT,
-    bind=True,
-    acks_late=True,
-    soft_time_limit=max(1, SETTINGS.prediction_task_time_limit - 30),
-    time_limit=SETTINGS.prediction_task_time_limit,
-)
+# Time limits: workers.celery_app.task_limits, from the worker's settings.
+@app.task(name=jobs.PREDICT, bind=True, acks_late=True)
 def run_prediction(self, prediction_id: int) -> str:
     """Run one prediction job."""
     with session_scope() as session:
@@ -57,7 +50,8 @@ def run_prediction(self, prediction_id: int) -> str:
     except (TrainingInputError, DomainError, ValueError) as exc:
         _fail(job, str(exc) or type(exc).__name__)
     except SoftTimeLimitExceeded:
-        _fail(job, f"The prediction took longer than {SETTINGS.prediction_task_time_limit} s")
+        limit = runtime.current().settings.prediction_task_time_limit
+        _fail(job, f"The prediction took longer than {limit} s")
     except Exception as exc:  # the message goes to the row; the traceback to the log only
         log.exception("prediction %s: unexpected error", prediction_id)
         _fail(job, f"Unexpected error during the prediction: {type(exc).__name__}: {exc}")

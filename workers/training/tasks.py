@@ -18,8 +18,7 @@ import joblib
 from celery.exceptions import SoftTimeLimitExceeded
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-from shared import jobs
-from shared.config import get_settings
+from shared import jobs, runtime
 from shared.db.session import session_scope
 from shared.errors import DomainError
 from shared.modeling import flows, runs
@@ -30,7 +29,6 @@ from workers.celery_app import app
 from workers.training import engine
 
 log = logging.getLogger(__name__)
-SETTINGS = get_settings()
 COMPRESSION = 3  # joblib zlib level: small artifacts at little cost
 GRID_PROCESS_LOST = (
     "A process of the grid search stopped unexpectedly (killed, or out of memory); "
@@ -110,13 +108,8 @@ class Heartbeat:
                 return
 
 
-@app.task(
-    name=jobs.TRAIN_MODEL,
-    bind=True,
-    acks_late=True,
-    soft_time_limit=SETTINGS.training_task_time_limit - 60,
-    time_limit=SETTINGS.training_task_time_limit,
-)
+# Time limits: workers.celery_app.task_limits, from the worker's settings.
+@app.task(name=jobs.TRAIN_MODEL, bind=True, acks_late=True)
 def train_model(self, run_id: int) -> str:
     """Train the model of one training run."""
     with session_scope() as session:
@@ -132,13 +125,14 @@ def train_model(self, run_id: int) -> str:
     job = claimed
     log.info("training run %s (%s), attempt %d", run_id, job.training_id, job.attempt)
     try:
-        with Heartbeat(job.run_id, SETTINGS.training_heartbeat_seconds):
+        with Heartbeat(job.run_id, runtime.current().settings.training_heartbeat_seconds):
             _train(job)
         return "success"
     except (TrainingInputError, DomainError, ValueError) as exc:
         _fail(job, str(exc) or type(exc).__name__)
     except (SoftTimeLimitExceeded, TrainingTooLong):
-        _fail(job, f"Training took longer than {SETTINGS.training_task_time_limit} s")
+        limit = runtime.current().settings.training_task_time_limit
+        _fail(job, f"Training took longer than {limit} s")
     except TerminatedWorkerError:
         _fail(job, GRID_PROCESS_LOST)
     except Exception as exc:  # the message goes to the row; the traceback to the log only
@@ -149,14 +143,15 @@ def train_model(self, run_id: int) -> str:
 
 def _train(job: runs.RunJob) -> None:
     """Assemble the data, fit, store the model with its pipeline, announce it."""
+    settings = runtime.current().settings
     with session_scope() as session:
         data = flows.training_data(session, job)
     algorithms = job.parameters.get("algorithms")
     result = engine.train(
         data,
-        RunProgress(job, SETTINGS.training_task_time_limit - 60),
+        RunProgress(job, settings.training_task_time_limit - 60),
         algorithms=tuple(algorithms) if algorithms else None,
-        n_jobs=SETTINGS.grid_search_concurrency,
+        n_jobs=settings.grid_search_concurrency,
     )
     runs.publish(job, phase="saving")
     blob = _dump(result.pipeline)
