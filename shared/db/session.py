@@ -22,6 +22,8 @@ def make_engine(url: str, **overrides: Any) -> sa.Engine:
     else:
         # pre_ping + recycle below MySQL's wait_timeout: no "server has gone away" after idling.
         options.update(pool_pre_ping=True, pool_recycle=1800)
+        if url.startswith("mysql") and (tls := get_settings().db_connect_args):
+            options["connect_args"] = tls  # a database on another host: over TLS
         if "poolclass" not in overrides:
             options["pool_size"] = get_settings().db_pool_size
     options.update(overrides)
