@@ -43,6 +43,7 @@ COMPOSE_FILES = [BASE, *sorted({f for files in OVERLAYS.values() for f in files}
 # .env.example. Anything else in .env.example must be a Settings variable.
 COMPOSE_ONLY = {
     "COMPOSE_PROJECT_NAME",
+    "COMPOSE_HTTP_TIMEOUT",
     "QI2_IMAGE_TAG",
     "QI2_BIND_ADDRESS",
     "QI2_API_PORT",
@@ -72,7 +73,7 @@ COMPOSE_ONLY = {
     "QI2_WORKER_DB_USER",
 }
 # Read by Compose itself rather than interpolated into a file.
-COMPOSE_BUILTIN = {"COMPOSE_PROJECT_NAME"}
+COMPOSE_BUILTIN = {"COMPOSE_PROJECT_NAME", "COMPOSE_HTTP_TIMEOUT"}
 # `NAME=value`, or `# NAME=value` for a documented variable left unset.
 ASSIGNMENT = re.compile(r"^\s*(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
