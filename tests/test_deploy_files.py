@@ -738,3 +738,17 @@ def test_redis_refuses_an_empty_password_and_requires_a_set_one(overlay: str, tm
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_prod_sockets_keep_a_session_on_one_replica(rendered) -> None:
+    # Long-polling requests of one Engine.IO session must reach the process that holds it.
+    labels = rendered["base+prod"]["sockets"]["labels"]
+    labels = labels if isinstance(labels, dict) else dict(x.split("=", 1) for x in labels)
+    sticky = {k.rsplit("loadbalancer.", 1)[1]: v for k, v in labels.items() if ".sticky." in k}
+    assert sticky == {
+        "sticky.cookie": "true",
+        "sticky.cookie.name": "qi2_sockets",
+        "sticky.cookie.secure": "true",
+        "sticky.cookie.httponly": "true",
+    }
+    assert "ports" not in rendered["base+prod"]["sockets"]  # replicas cannot collide
