@@ -735,6 +735,26 @@ def test_redis_refuses_an_empty_password_and_requires_a_set_one(overlay: str, tm
         cmdline = Path(f"/proc/{server.pid}/cmdline").read_text().replace("\0", " ")
         assert "redis-server" in cmdline and "0123abcd" not in cmdline, cmdline
         client.close()
+        services = yaml.safe_load((ROOT / overlay).read_text(encoding="utf-8"))["services"]
+        # The health check authenticates with the secret (redis-cli reads REDISCLI_AUTH).
+        check = services["redis"]["healthcheck"]["test"][1].replace("$$", "$")
+        check = check.replace("/run/secrets/redis-password", str(secret))
+        check = check.replace("redis-cli", f"redis-cli -p {port}")
+        assert subprocess.run(["sh", "-c", check], timeout=30).returncode == 0
+        # The same probe without the password gets NOAUTH, not PONG.
+        unauthenticated = "redis-cli" + check.split("redis-cli", 1)[1]
+        assert "REDISCLI_AUTH" not in unauthenticated and "ping" in unauthenticated
+        denied = subprocess.run(["sh", "-c", unauthenticated], timeout=30, capture_output=True)
+        assert denied.returncode != 0
+        # Flower builds its broker URL from the same secret.
+        flower = services["flower"]["command"][-1].replace("$$", "$")
+        flower = flower.replace("/run/secrets/redis-password", str(secret))
+        probe = (
+            f"{sys.executable} -c 'import os, redis; redis.Redis.from_url(os.environ"
+            f'["CELERY_BROKER_URL"].replace("@redis:6379", "@127.0.0.1:{port}")).ping()\''
+        )
+        flower = flower.replace("celery flower --conf=/app/flowerconfig.py", probe)
+        assert subprocess.run(["sh", "-c", flower], timeout=60).returncode == 0, flower
     finally:
         server.terminate()
         server.wait(timeout=30)
