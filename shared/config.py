@@ -23,8 +23,8 @@ def with_redis_password(url: str, password: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in REDIS_SCHEMES or parts.password is not None:
         return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f":{quote(password, safe='')}@{host}"))
+    user, _, host = parts.netloc.rpartition("@")  # an ACL user name, if any, is kept
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 def _secret(direct: str | None, file: Path | None, default_name: str) -> str | None:
