@@ -27,10 +27,8 @@ def with_redis_password(url: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
-def _secret(direct: str | None, file: Path | None, default_name: str) -> str | None:
-    """Return a password given directly, else read from its file or the default Docker secret."""
-    if direct is not None:
-        return direct
+def _secret(file: Path | None, default_name: str) -> str | None:
+    """Read a password from its file, else from the default Docker secret; None if neither."""
     for path in (file, DEFAULT_SECRETS_DIR / default_name):
         if path is not None and path.is_file():
             return path.read_text().strip()
@@ -158,10 +156,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _read_secret_files(self) -> Settings:
         """Take the DB and Redis passwords from Docker secrets when not given directly."""
-        self.db_password = _secret(self.db_password, self.db_password_file, "db-user-password")
-        self.redis_password = _secret(
-            self.redis_password, self.redis_password_file, "redis-password"
-        )
+        # Assigned only when found: an assignment marks the field as set by the caller
+        # (model_fields_set, which `./qi2 run` reads).
+        db_found = _secret(self.db_password_file, "db-user-password")
+        if self.db_password is None and db_found is not None:
+            self.db_password = db_found
+        redis_found = _secret(self.redis_password_file, "redis-password")
+        if self.redis_password is None and redis_found is not None:
+            self.redis_password = redis_found
         if self.redis_password:
             self.celery_broker_url = with_redis_password(
                 self.celery_broker_url, self.redis_password
