@@ -16,6 +16,12 @@ one process, 50 threads) also serves /socket.io/.
 The last line is `api_load: sockets=<n> requests=<r> errors=<e> p50_ms=<a> p95_ms=<b>
 p99_ms=<c> event_lag_p95_ms=<d>` (one line), with the percentiles of the light GETs; feature-details
 is reported on the line before.
+
+`--ceiling` measures one `sockets` process alone (no API, no database): it connects more and more
+clients (`--ceiling-steps`), publishes events through Redis as the workers do, at
+`--event-rate` per second into the users' rooms, and stops at the first step whose event lag p95
+passes 1 s (or that loses connections or events). Its last line is `sockets_ceiling:
+clients=<largest step under 1 s> lag_p95_ms=<its p95> over_at=<first step over> ...`.
 """
 
 from __future__ import annotations
@@ -509,6 +515,175 @@ def event_figures(
     return lags, at_owner, at_others
 
 
+# --- the ceiling of one sockets process ----------------------------------------------------------
+
+CEILING_LAG_MS = 1000.0
+
+
+@dataclass
+class Step:
+    """What one client count gave."""
+
+    clients: int
+    connected: int
+    expected: int
+    received: int
+    lags: list[float]
+    load: float
+
+    @property
+    def lag_p95(self) -> float:
+        """Return the lag p95 (ms), infinite when nothing arrived."""
+        return percentile(self.lags, 95) if self.lags else float("inf")
+
+    def over(self) -> bool:
+        """Tell whether this step passed the ceiling: slow, refused clients or lost events."""
+        lost = self.expected - self.received
+        return (
+            self.lag_p95 > CEILING_LAG_MS
+            or self.connected < self.clients
+            or lost > 0.01 * max(self.expected, 1)
+        )
+
+
+def ceiling_verdict(steps: list[Step]) -> str:
+    """Return the summary line: the largest step under the ceiling and the first one over."""
+    under = [s for s in steps if not s.over()]
+    over = next((s for s in steps if s.over()), None)
+    best = under[-1] if under and (over is None or under[-1].clients < over.clients) else None
+    parts = [
+        f"clients={best.clients if best else 0}",
+        f"lag_p95_ms={best.lag_p95:.0f}" if best else "lag_p95_ms=nan",
+        f"over_at={over.clients if over else 'none'}",
+    ]
+    if over is not None:
+        p95 = "inf" if over.lag_p95 == float("inf") else f"{over.lag_p95:.0f}"
+        parts += [
+            f"over_lag_p95_ms={p95}",
+            f"over_connected={over.connected}/{over.clients}",
+            f"over_received={over.received}/{over.expected}",
+        ]
+    return "sockets_ceiling: " + " ".join(parts)
+
+
+def publish_events(
+    redis_url: str, channel: str, rooms: list[str], rate: float, seconds: float
+) -> int:
+    """Emit feature-status events round-robin into the rooms, as a worker does; return the count."""
+    import socketio
+
+    manager = socketio.RedisManager(redis_url, channel=channel, write_only=True)
+    sent = 0
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        room = rooms[sent % len(rooms)]
+        payload = {"seq": sent, "sent": time.time(), "status": "in progress"}
+        manager.emit("feature-status", payload, room=room, namespace="/")
+        sent += 1
+        time.sleep(max(0.0, started + sent / rate - time.monotonic()))
+    return sent
+
+
+def ceiling_step(
+    args: argparse.Namespace, socket_url: str, tokens: list[str], redis_url: str, channel: str
+) -> Step:
+    """Connect len(tokens) clients, publish for a while, collect the lags."""
+    tokens_file = Path(tempfile.mkstemp(prefix="qi2-ceiling-", suffix=".json")[1])
+    tokens_file.write_text(json.dumps(tokens))
+    command = [sys.executable, __file__, "--child", "--url", socket_url]
+    command += ["--tokens-file", str(tokens_file), "--connect-timeout", str(args.connect_timeout)]
+    command += ["--ramp", str(args.ramp)]
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        print(f"  {len(tokens)} clients: {child.stdout.readline().strip()}", flush=True)
+        time.sleep(2)  # let the last joins reach their rooms
+        rooms = [f"user:user-u{i}" for i in range(args.users)]
+        sent = publish_events(redis_url, channel, rooms, args.event_rate, args.ceiling_seconds)
+        load = os.getloadavg()[0]
+        time.sleep(3)  # the last events
+        child.stdin.write("stop\n")
+        child.stdin.flush()
+        line = next((x for x in child.stdout if x.startswith("RESULT ")), "RESULT {}")
+        child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        tokens_file.unlink(missing_ok=True)
+    result = json.loads(line[len("RESULT ") :])
+    return step_figures(tokens, args.users, sent, result, load)
+
+
+def step_figures(
+    tokens: list[str], users: int, sent: int, result: dict[str, Any], load: float
+) -> Step:
+    """Turn the clients' received events into lags and counts (client i belongs to user i % n)."""
+    per_user = [sum(1 for i in range(len(tokens)) if i % users == u) for u in range(users)]
+    expected = sum(per_user[seq % users] for seq in range(sent))
+    lags = []
+    for _index, name, key, received in result.get("events", []):
+        payload = json.loads(key[len(name) :])
+        lags.append((received - payload["sent"]) * 1000)
+    connected = result.get("connected", 0)
+    return Step(len(tokens), connected, expected, len(lags), lags, load)
+
+
+def run_ceiling(args: argparse.Namespace) -> None:
+    """Raise the client count of one sockets process until the event lag p95 passes 1 s."""
+    import redis
+
+    from devkit.oidc_issuer import LocalIssuer, User
+    from webapp.servers import socket_command
+
+    redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
+    channel = f"qi2-ceiling-{uuid.uuid4().hex[:8]}"
+    users = [User(f"u{i}", "pw", sub=f"user-u{i}") for i in range(args.users)]
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    issuer = LocalIssuer(users=users)
+    issuer_url = issuer.start()
+    env = {
+        **os.environ,
+        "SOCKET_MESSAGE_QUEUE": redis_url,
+        "SOCKETIO_CHANNEL": channel,
+        "KEYCLOAK_BASE_URL": issuer_url,
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix="qi2-ceiling-sockets-", suffix=".log")[1])
+    server = subprocess.Popen(
+        socket_command("127.0.0.1", port),
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    steps: list[Step] = []
+    try:
+        socket_url = f"http://127.0.0.1:{port}"
+        wait_http(f"{socket_url}/health/sockets")
+        tokens_by_user = [issuer.mint(user.username, ttl=7200) for user in users]
+        for clients in (int(n) for n in args.ceiling_steps.split(",")):
+            tokens = [tokens_by_user[i % args.users] for i in range(clients)]
+            step = ceiling_step(args, socket_url, tokens, redis_url, channel)
+            steps.append(step)
+            print(
+                f"  {clients} clients: connected {step.connected}, events {step.received}/"
+                f"{step.expected}, lag p50 {percentile(step.lags, 50):.0f} ms, p95 "
+                f"{step.lag_p95:.0f} ms, load {step.load:.2f}",
+                flush=True,
+            )
+            if step.over():
+                break
+    finally:
+        stop_processes([server])
+        issuer.stop()
+        redis.Redis.from_url(redis_url).close()
+        log.unlink(missing_ok=True)
+    print(ceiling_verdict(steps))
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 
@@ -766,12 +941,21 @@ def main() -> None:
         "costs about as much CPU per request as the API on the same cores)",
     )
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument(
+        "--ceiling", action="store_true", help="raise the clients of one sockets process"
+    )
+    parser.add_argument("--ceiling-steps", default="500,1000,2000,3000,4000,6000,8000,12000")
+    parser.add_argument("--ceiling-seconds", type=float, default=15.0, help="publishing per step")
+    parser.add_argument("--event-rate", type=float, default=10.0, help="events per second")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--tokens-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         socket_child(args)
+        return
+    if args.ceiling:
+        run_ceiling(args)
         return
     if args.design == "threading" and not args.source:
         parser.error("--design threading needs --source")

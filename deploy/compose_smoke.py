@@ -18,7 +18,13 @@ storage driver the first build takes about half an hour. Steps (docs/runbooks/de
 8. Flower without credentials (401) and with them (the three workers listed);
 9. `docker-compose down -v`, the clone removed (and the engine stopped if started here);
 10. one line: compose_smoke: services_healthy=<n>/<m> extraction=<ok|fail> training=<ok|fail>
-    seconds=<t>
+    flower=<ok|fail> seconds=<t>, and after a failure `failed_step=<step> log=<file>`: the first
+    step that failed and the log that tells why. A check that never ran shows `not-run`
+    (services_healthy=not-run when compose never got the stack up), never a bare 0/0.
+
+Compose v1 gives every Docker API call 60 s by default; creating or removing a container on a
+busy host (vfs copies the whole image per container) takes longer, so compose runs here with
+COMPOSE_HTTP_TIMEOUT=300 (the value .env.example sets for operators).
 
 Exit status 0 only when every check passed.
 """
@@ -36,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -51,6 +58,8 @@ PATIENTS = 10  # 5 per outcome: enough for a stratified cross-validation
 USER = "researcher"
 DOCKERD = ["dockerd", "--iptables=false", "--bridge=none", "--storage-driver=vfs"]
 TOOLS = {"dockerd": "docker.io", "docker-compose": "docker-compose", "debootstrap": "debootstrap"}
+# Seconds compose v1 waits for one Docker API answer (its default, 60, is too short on a busy host).
+COMPOSE_HTTP_TIMEOUT = "300"
 
 
 def log(message: str) -> None:
@@ -196,6 +205,9 @@ class Stack:
             self.base += ["-f", name]
         # Only the clone's .env feeds the interpolation, as on a fresh host.
         self.env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "DOCKER_HOST"}}
+        self.env["COMPOSE_HTTP_TIMEOUT"] = os.environ.get(
+            "COMPOSE_HTTP_TIMEOUT", COMPOSE_HTTP_TIMEOUT
+        )
 
     def __call__(
         self, *args: str, timeout: float = 600, check: bool = True, capture: bool = False
@@ -433,13 +445,110 @@ def flower(port: int, user: str, password: str) -> bool:
 # --- the run -------------------------------------------------------------------------------------
 
 
+@dataclass
+class Outcome:
+    """What each check gave; the first step that failed and the log that says why."""
+
+    healthy: int | None = None  # None: the health wait never ran
+    checked: int = 0
+    extraction: bool | None = None
+    training: bool | None = None
+    flower: bool | None = None
+    failed_step: str | None = None
+    failed_log: Path | None = None
+
+    def fail(self, step: str, log_path: Path) -> None:
+        """Note a failed step (only the first one: later failures follow from it)."""
+        if self.failed_step is None:
+            self.failed_step, self.failed_log = step, log_path
+
+    def passed(self) -> bool:
+        """Whether every check ran and passed."""
+        healthy = self.healthy is not None and self.checked > 0 and self.healthy == self.checked
+        return healthy and bool(self.extraction and self.training and self.flower)
+
+
+def _mark(value: bool | None) -> str:
+    """ok, fail, or not-run for a check that never ran."""
+    return "not-run" if value is None else ("ok" if value else "fail")
+
+
+def result_line(outcome: Outcome, seconds: int) -> str:
+    """The one summary line; a failure names its step and log."""
+    if outcome.healthy is None or outcome.checked == 0:
+        services = "not-run" if outcome.healthy is None else "none-with-health-check"
+    else:
+        services = f"{outcome.healthy}/{outcome.checked}"
+    line = (
+        f"compose_smoke: services_healthy={services} extraction={_mark(outcome.extraction)} "
+        f"training={_mark(outcome.training)} flower={_mark(outcome.flower)}"
+    )
+    if outcome.failed_step is not None:
+        line += f" failed_step={outcome.failed_step} log={outcome.failed_log}"
+    return f"{line} seconds={seconds}"
+
+
 def smoke(args: argparse.Namespace, workdir: Path) -> int:
     """Steps 2 to 9; returns the exit status and prints the result line."""
     started = time.monotonic()
-    run([str(ROOT / "deploy" / "standin-bases.sh")])
+    outcome = Outcome()
+    compose_log = workdir / "compose.log"
+    step, step_log = "base-images", workdir / "standin-bases.log"
+    stack: Stack | None = None
     copy = workdir / "quantimage2"
-    commit = clean_clone(copy)
-    log(f"clean clone of {commit[:12]} in {copy}")
+    try:
+        with step_log.open("w") as out:
+            run([str(ROOT / "deploy" / "standin-bases.sh")], stdout=out, stderr=subprocess.STDOUT)
+        step, step_log = "clone", workdir / "smoke.log"
+        commit = clean_clone(copy)
+        log(f"clean clone of {commit[:12]} in {copy}")
+        ports, flower_login, truths = configure(copy)
+        stack = Stack(copy, host_network_builds=not engine_has_bridge(), workdir=workdir)
+        step, step_log = "up", compose_log
+        log(f"up --build (ports {ports}); the first build on vfs takes about 30 minutes")
+        stack("up", "-d", "--build", timeout=args.build_timeout)
+        step = "health"
+        outcome.healthy, outcome.checked = wait_healthy(stack, args.health_timeout)
+        if not outcome.checked or outcome.healthy != outcome.checked:
+            outcome.fail(step, compose_log)
+        step = "token"
+        api = f"http://127.0.0.1:{ports['QI2_API_PORT']}"
+        token = get_token(ports["QI2_OIDC_PORT"], USER)
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            step = "socketio"
+            events = Events(api, token)
+            try:
+                step = "extraction"
+                outcome.extraction, extraction_id = extraction(api, headers, events, copy)
+                if not outcome.extraction:
+                    outcome.fail(step, compose_log)
+                if extraction_id is not None:
+                    step = "training"
+                    outcome.training = training(api, headers, events, extraction_id, truths)
+                    if not outcome.training:
+                        outcome.fail(step, compose_log)
+            finally:
+                events.close()
+        except Exception as error:  # still check Flower
+            log(f"error in step {step}: {type(error).__name__}: {error!r}")
+            outcome.fail(step, compose_log)
+        step = "flower"
+        outcome.flower = flower(ports["QI2_FLOWER_PORT"], *flower_login)
+        if not outcome.flower:
+            outcome.fail(step, compose_log)
+    except Exception as error:  # the line must still be printed and the stack torn down
+        log(f"error in step {step}: {type(error).__name__}: {error!r}")
+        outcome.fail(step, step_log)
+    finally:
+        if stack is not None:
+            tear_down(args, stack, copy, outcome)
+    print(result_line(outcome, round(time.monotonic() - started)), flush=True)
+    return 0 if outcome.passed() and outcome.failed_step is None else 1
+
+
+def configure(copy: Path) -> tuple[dict[str, int], tuple[str, str], list]:
+    """The clone's .env, secrets and album; return the host ports, Flower's login, the truths."""
     shutil.copy(copy / ".env.example", copy / ".env")
     ports = {name: free_port() for name in ("QI2_API_PORT", "QI2_FLOWER_PORT", "QI2_OIDC_PORT")}
     set_env(
@@ -453,48 +562,22 @@ def smoke(args: argparse.Namespace, workdir: Path) -> int:
             "CORS_ALLOWED_ORIGINS": f"http://localhost:3000,http://127.0.0.1:{ports['QI2_API_PORT']}",
         },
     )
-    flower_user, flower_password = write_secrets(copy)
-    truths = write_album(copy)
-    stack = Stack(copy, host_network_builds=not engine_has_bridge(), workdir=workdir)
-    healthy = checked = 0
-    extraction_ok = training_ok = flower_ok = False
+    flower_login = write_secrets(copy)
+    return ports, flower_login, write_album(copy)
+
+
+def tear_down(args: argparse.Namespace, stack: Stack, copy: Path, outcome: Outcome) -> None:
+    """Keep the services' last logs, then stop and remove the stack (unless --keep)."""
+    stack("logs", "--no-color", "--tail", "200", check=False, timeout=120)
+    if args.keep:
+        log(f"--keep: the stack stays up in {copy} (docker-compose -p {PROJECT} ... down -v)")
+        return
     try:
-        log(f"up --build (ports {ports}); the first build on vfs takes about 30 minutes")
-        stack("up", "-d", "--build", timeout=args.build_timeout)
-        healthy, checked = wait_healthy(stack, args.health_timeout)
-        api = f"http://127.0.0.1:{ports['QI2_API_PORT']}"
-        token = get_token(ports["QI2_OIDC_PORT"], USER)
-        headers = {"Authorization": f"Bearer {token}"}
-        try:
-            events = Events(api, token)
-            try:
-                extraction_ok, extraction_id = extraction(api, headers, events, copy)
-                if extraction_id is not None:
-                    training_ok = training(api, headers, events, extraction_id, truths)
-            finally:
-                events.close()
-        except Exception as error:  # still check Flower
-            log(f"error: {type(error).__name__}: {error!r}")
-        flower_ok = flower(ports["QI2_FLOWER_PORT"], flower_user, flower_password)
-    except Exception as error:  # the line must still be printed and the stack torn down
-        log(f"error: {type(error).__name__}: {error!r}")
-    finally:
-        stack("logs", "--no-color", "--tail", "200", check=False, timeout=120)
-        if args.keep:
-            log(f"--keep: the stack stays up in {copy} (docker-compose -p {PROJECT} ... down -v)")
-        else:
-            stack("down", "-v", "--remove-orphans", "--timeout", "30", check=False, timeout=600)
-            shutil.rmtree(copy, ignore_errors=True)
-    seconds = round(time.monotonic() - started)
-    log(f"flower={'ok' if flower_ok else 'fail'}")
-    print(
-        f"compose_smoke: services_healthy={healthy}/{checked} "
-        f"extraction={'ok' if extraction_ok else 'fail'} "
-        f"training={'ok' if training_ok else 'fail'} seconds={seconds}",
-        flush=True,
-    )
-    passed = checked > 0 and healthy == checked and extraction_ok and training_ok and flower_ok
-    return 0 if passed else 1
+        stack("down", "-v", "--remove-orphans", "--timeout", "30", timeout=900)
+    except Exception as error:  # noted in the line; the clone goes anyway
+        log(f"error in step down: {type(error).__name__}: {error!r}")
+        outcome.fail("down", stack.log_path)
+    shutil.rmtree(copy, ignore_errors=True)
 
 
 def main() -> None:

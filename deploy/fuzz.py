@@ -271,7 +271,9 @@ def train_body(extraction: int, outcome: int) -> dict[str, Any]:
 def realistic_bodies(schema: Any, primed: Primed) -> None:
     """Make a share of the extraction and train request bodies valid for the primed album:
     random ones are always a 400, so the run would never create an extraction or a training
-    itself. Each valid one is real work for the workers: a quarter keeps it to a few jobs."""
+    itself. Each valid one is real work for the workers: half keeps it to a few jobs. (With one
+    in four, whether the derandomised stateful phase drew a valid body at all changed with
+    unrelated edits elsewhere in the code, e.g. four new Settings fields: issue #17.)"""
     extract = {"config": PRIME_CONFIG, "rois": primed.rois}
     train = train_body(primed.extraction, primed.outcome)
     for path, valid in (("/extract/album/{album_id}", extract), ("/models/{album_id}", train)):
@@ -279,11 +281,11 @@ def realistic_bodies(schema: Any, primed: Primed) -> None:
 
 
 def generated_or(valid: dict[str, Any]) -> Callable[[Any, Any], Any]:
-    """Return a `flatmap_body` hook that draws the generated body, or one time in four the
+    """Return a `flatmap_body` hook that draws the generated body or, every other time, the
     valid one."""
 
     def flatmap_body(_context: Any, body: Any) -> Any:
-        return strategies.sampled_from([body, body, body, valid])
+        return strategies.sampled_from([body, valid])
 
     return flatmap_body
 

@@ -14,7 +14,9 @@ from shared.runtime import Runtime
 def build(settings: Settings, *, engine: sa.Engine | None = None) -> Runtime:
     """Build the sessionmaker, the Celery client and the event publisher from settings."""
     if engine is None:
-        engine = db_session.make_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size)
+        engine = db_session.make_engine(
+            settings.sqlalchemy_url, pool_size=settings.db_pool_size, tls=settings.db_connect_args
+        )
     return Runtime(
         settings=settings,
         sessions=db_session.make_sessionmaker(engine),

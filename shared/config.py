@@ -9,12 +9,30 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
+REDIS_SCHEMES = {"redis", "rediss"}
+
+
+def with_redis_password(url: str, password: str) -> str:
+    """Put the password into a redis:// URL that carries none (other URLs are left alone)."""
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES or parts.password is not None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")  # an ACL user name, if any, is kept
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
+def _secret(file: Path | None, default_name: str) -> str | None:
+    """Read a password from its file, else from the default Docker secret; None if neither."""
+    for path in (file, DEFAULT_SECRETS_DIR / default_name):
+        if path is not None and path.is_file():
+            return path.read_text().strip()
+    return None
 
 
 def _csv(value: object) -> object:
@@ -44,6 +62,12 @@ class Settings(BaseSettings):
     db_password_file: Path | None = Field(None, alias="DB_USER_PASSWORD_FILE")
     db_pool_size: int = Field(10, alias="DB_POOL_SIZE")
     db_echo: bool = Field(False, alias="DB_ECHO")
+    # TLS to a MySQL on another host (docs/runbooks/deploy.md): with DB_SSL_CA set, PyMySQL
+    # connects over TLS and checks the server's certificate against that CA.
+    db_ssl_ca: Path | None = Field(None, alias="DB_SSL_CA")
+    db_ssl_cert: Path | None = Field(None, alias="DB_SSL_CERT")
+    db_ssl_key: Path | None = Field(None, alias="DB_SSL_KEY")
+    db_ssl_verify_identity: bool = Field(True, alias="DB_SSL_VERIFY_IDENTITY")
 
     # Keycloak -------------------------------------------------------------------------------
     keycloak_base_url: str = Field("http://127.0.0.1:8180/", alias="KEYCLOAK_BASE_URL")
@@ -79,6 +103,10 @@ class Settings(BaseSettings):
     celery_result_backend: str = Field("redis://127.0.0.1:6379/1", alias="CELERY_RESULT_BACKEND")
     socket_message_queue: str = Field("redis://127.0.0.1:6379/2", alias="SOCKET_MESSAGE_QUEUE")
     socketio_channel: str = Field("flask-socketio", alias="SOCKETIO_CHANNEL")
+    # Put into the three Redis URLs above when they carry none: the prod and VM overlays make
+    # Redis require one (Docker secret redis-password) because worker machines reach it.
+    redis_password: str | None = Field(None, alias="REDIS_PASSWORD")
+    redis_password_file: Path | None = Field(None, alias="REDIS_PASSWORD_FILE")
     # Opt-in for an unmodified old frontend that connects without a token: anonymous
     # clients are accepted and receive events in a shared room (a privacy trade-off).
     socketio_legacy_anonymous: bool = Field(False, alias="SOCKETIO_LEGACY_ANONYMOUS")
@@ -127,14 +155,42 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _read_secret_files(self) -> Settings:
-        """Take the DB password from a Docker secret when it is not given directly."""
-        if self.db_password is None:
-            candidates = [self.db_password_file, DEFAULT_SECRETS_DIR / "db-user-password"]
-            for path in candidates:
-                if path is not None and path.is_file():
-                    self.db_password = path.read_text().strip()
-                    break
+        """Take the DB and Redis passwords from Docker secrets when not given directly."""
+        # Assigned only when found: an assignment marks the field as set by the caller
+        # (model_fields_set, which `./qi2 run` reads).
+        db_found = _secret(self.db_password_file, "db-user-password")
+        if self.db_password is None and db_found is not None:
+            self.db_password = db_found
+        redis_found = _secret(self.redis_password_file, "redis-password")
+        if self.redis_password is None and redis_found is not None:
+            self.redis_password = redis_found
+        if self.redis_password:
+            self.celery_broker_url = with_redis_password(
+                self.celery_broker_url, self.redis_password
+            )
+            self.celery_result_backend = with_redis_password(
+                self.celery_result_backend, self.redis_password
+            )
+            self.socket_message_queue = with_redis_password(
+                self.socket_message_queue, self.redis_password
+            )
         return self
+
+    @property
+    def db_connect_args(self) -> dict[str, object]:
+        """Return PyMySQL's TLS arguments (empty without DB_SSL_CA: a plain connection)."""
+        if self.db_ssl_ca is None:
+            return {}
+        args: dict[str, object] = {
+            "ssl_ca": str(self.db_ssl_ca),
+            "ssl_verify_cert": True,
+            "ssl_verify_identity": self.db_ssl_verify_identity,
+        }
+        if self.db_ssl_cert is not None:
+            args["ssl_cert"] = str(self.db_ssl_cert)
+        if self.db_ssl_key is not None:
+            args["ssl_key"] = str(self.db_ssl_key)
+        return args
 
     @property
     def sqlalchemy_url(self) -> str:

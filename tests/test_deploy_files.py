@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -35,12 +36,15 @@ OVERLAYS = {
     "base+local+vm": ["docker-compose.local.yml", "docker-compose.vm.yml"],
     "base+prod": ["docker-compose.prod.yml"],
 }
-COMPOSE_FILES = [BASE, *sorted({f for files in OVERLAYS.values() for f in files})]
+# The worker machine's file stands alone (docs/runbooks/deploy.md, "Add a worker machine").
+WORKER = "docker-compose.worker.yml"
+COMPOSE_FILES = [BASE, *sorted({f for files in OVERLAYS.values() for f in files}), WORKER]
 
 # Variables that only the compose files (or Compose itself) read; documented at the end of
 # .env.example. Anything else in .env.example must be a Settings variable.
 COMPOSE_ONLY = {
     "COMPOSE_PROJECT_NAME",
+    "COMPOSE_HTTP_TIMEOUT",
     "QI2_IMAGE_TAG",
     "QI2_BIND_ADDRESS",
     "QI2_API_PORT",
@@ -63,9 +67,14 @@ COMPOSE_ONLY = {
     "TRAEFIK_CERTRESOLVER",
     "DB_BACKUP_DIRECTORY",
     "DATA_BACKUP_DIRECTORY",
+    "QI2_BACKEND_BIND_ADDRESS",
+    "QI2_REDIS_SOCKET_PORT",
+    "QI2_REDIS_PASSWORD_FILE",
+    "QI2_MAIN_HOST",
+    "QI2_WORKER_DB_USER",
 }
 # Read by Compose itself rather than interpolated into a file.
-COMPOSE_BUILTIN = {"COMPOSE_PROJECT_NAME"}
+COMPOSE_BUILTIN = {"COMPOSE_PROJECT_NAME", "COMPOSE_HTTP_TIMEOUT"}
 # `NAME=value`, or `# NAME=value` for a documented variable left unset.
 ASSIGNMENT = re.compile(r"^\s*(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -134,7 +143,7 @@ def test_compose_only_variables_are_used_and_documented() -> None:
 
 def test_env_example_sets_no_password() -> None:
     entries = env_example_entries()
-    for name in ("DB_PASSWORD", "DB_USER_PASSWORD"):
+    for name in ("DB_PASSWORD", "DB_USER_PASSWORD", "REDIS_PASSWORD"):
         assigned, value = entries[name]
         assert not assigned or not value, f"{name} must stay unset: passwords are secrets"
 
@@ -183,6 +192,8 @@ def _compose(
     )
 
 
+# The Redis password file the prod and VM overlays (and worker machines) require.
+REDIS_REQUIRED = {"QI2_REDIS_PASSWORD_FILE": "./secrets/redis-password"}
 # The variables docker-compose.prod.yml guards with ${NAME:?...}, and values a server would set.
 PROD_REQUIRED = {
     "TRAEFIK_NETWORK": "traefik",
@@ -190,26 +201,50 @@ PROD_REQUIRED = {
     "TRAEFIK_URL_FLOWER": "qi2-flower.example.org",
     "DB_BACKUP_DIRECTORY": "/srv/qi2/backups/db",
     "DATA_BACKUP_DIRECTORY": "/srv/qi2/backups/data",
+    **REDIS_REQUIRED,
 }
+WORKER_REQUIRED = {"QI2_MAIN_HOST": "10.0.0.1", **REDIS_REQUIRED}
+
+
+def _env_with(tmp: Path, name: str, values: dict[str, str]) -> Path:
+    """Write .env.example plus `values`, as an operator fills in the required variables."""
+    path = tmp / name
+    lines = [f"{key}={value}" for key, value in values.items()]
+    path.write_text(ENV_EXAMPLE.read_text(encoding="utf-8") + "\n".join(lines) + "\n")
+    return path
 
 
 @pytest.fixture(scope="module")
 def prod_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """.env.example with the prod overlay's required variables filled in, as an operator would."""
-    path = tmp_path_factory.mktemp("env") / "prod.env"
-    lines = [f"{name}={value}" for name, value in PROD_REQUIRED.items()]
-    path.write_text(ENV_EXAMPLE.read_text(encoding="utf-8") + "\n".join(lines) + "\n")
-    return path
+    return _env_with(tmp_path_factory.mktemp("env"), "prod.env", PROD_REQUIRED)
 
 
-def _env_file_for(combination: str, prod_env: Path) -> Path:
-    """The env file a combination is checked with: the prod one needs its required variables."""
-    return prod_env if "docker-compose.prod.yml" in OVERLAYS[combination] else ENV_EXAMPLE
+@pytest.fixture(scope="module")
+def vm_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """.env.example with the Redis password file the VM overlay requires."""
+    return _env_with(tmp_path_factory.mktemp("env"), "vm.env", REDIS_REQUIRED)
+
+
+@pytest.fixture(scope="module")
+def worker_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """.env.example with what a worker machine must set."""
+    return _env_with(tmp_path_factory.mktemp("env"), "worker.env", WORKER_REQUIRED)
+
+
+def _env_file_for(combination: str, prod_env: Path, vm_env: Path | None = None) -> Path:
+    """The env file a combination is checked with: prod and VM need their required variables."""
+    if "docker-compose.prod.yml" in OVERLAYS[combination]:
+        return prod_env
+    if "docker-compose.vm.yml" in OVERLAYS[combination]:
+        assert vm_env is not None, combination
+        return vm_env
+    return ENV_EXAMPLE
 
 
 def test_prod_guards_name_exactly_the_required_variables() -> None:
     text = (ROOT / "docker-compose.prod.yml").read_text(encoding="utf-8")
-    assert set(re.findall(r"\$\{([A-Z_]+):\?", text)) == set(PROD_REQUIRED)
+    assert set(re.findall(r"\$\{([A-Z0-9_]+):\?", text)) == set(PROD_REQUIRED)
 
 
 def test_env_example_leaves_the_prod_guards_armed() -> None:
@@ -225,14 +260,14 @@ def test_env_example_leaves_the_prod_guards_armed() -> None:
 
 
 @pytest.mark.parametrize("combination", list(OVERLAYS))
-def test_compose_combination_is_valid(combination: str, prod_env: Path) -> None:
+def test_compose_combination_is_valid(combination: str, prod_env: Path, vm_env: Path) -> None:
     files = [BASE, *OVERLAYS[combination]]
-    env_file = _env_file_for(combination, prod_env)
+    env_file = _env_file_for(combination, prod_env, vm_env)
     result = _compose(files, "config", "-q", env_file=env_file)
     shown = " ".join(f"-f {name}" for name in files)
     env_name = (
-        "prod.env (.env.example + the required variables)"
-        if env_file == prod_env
+        f"{env_file.name} (.env.example + the required variables)"
+        if env_file != ENV_EXAMPLE
         else ".env.example"
     )
     print(f"\ndocker-compose --env-file {env_name} {shown} config -q: rc={result.returncode}")
@@ -296,16 +331,16 @@ APP_SERVICES = {
 # Passed to the app containers on top of Settings' own variables (Python's, gunicorn's).
 APP_EXTRA_ENV = {"PYTHONUNBUFFERED", "PYTHONPATH", "FORWARDED_ALLOW_IPS"}
 # For running outside Docker only: the containers read the Docker secret instead.
-HOST_ONLY = {"DB_PASSWORD", "DB_USER_PASSWORD"}
+HOST_ONLY = {"DB_PASSWORD", "DB_USER_PASSWORD", "REDIS_PASSWORD"}
 PROXY_AND_BACKUP = {n for n in COMPOSE_ONLY if n.startswith("TRAEFIK_") or "BACKUP" in n}
 
 
 @pytest.fixture(scope="module")
-def rendered(prod_env: Path) -> dict[str, dict]:
+def rendered(prod_env: Path, vm_env: Path) -> dict[str, dict]:
     """The normalised services of every overlay combination, as compose renders them."""
     out: dict[str, dict] = {}
     for combination, overlays in OVERLAYS.items():
-        env_file = _env_file_for(combination, prod_env)
+        env_file = _env_file_for(combination, prod_env, vm_env)
         result = _compose([BASE, *overlays], "config", env_file=env_file)
         assert result.returncode == 0, result.stderr
         out[combination] = yaml.safe_load(result.stdout)["services"]
@@ -502,10 +537,12 @@ def test_runbook_names_the_frontend_settings() -> None:
 
 
 @pytest.mark.parametrize("combination", list(FRONTEND))
-def test_cors_and_issuer_match_the_frontend(combination: str, prod_env: Path, tmp_path) -> None:
+def test_cors_and_issuer_match_the_frontend(
+    combination: str, prod_env: Path, vm_env: Path, tmp_path
+) -> None:
     additions, values, origin = FRONTEND[combination]
     env_file = tmp_path / "operator.env"
-    base = _env_file_for(combination, prod_env).read_text(encoding="utf-8")
+    base = _env_file_for(combination, prod_env, vm_env).read_text(encoding="utf-8")
     env_file.write_text(base + "".join(f"{k}={v}\n" for k, v in additions.items()))
     result = _compose([BASE, *OVERLAYS[combination]], "config", env_file=env_file)
     assert result.returncode == 0, result.stderr
@@ -557,3 +594,193 @@ def test_the_api_command_is_spelled_the_same_everywhere() -> None:
     assert cmd is not None and json.loads(cmd.group(1)) == expected
     compose = yaml.safe_load((ROOT / BASE).read_text(encoding="utf-8"))
     assert compose["services"]["webapp"]["command"] == expected
+
+
+# --- worker machines: the worker-only file and Redis with a password ----------------------------
+
+WORKER_SERVICES = {"worker-extraction", "worker-training", "worker-prediction"}
+PUBLISHING = {"base+vm": "vm", "base+local+vm": "vm", "base+prod": "prod"}
+
+
+def test_worker_file_alone_is_valid(worker_env: Path) -> None:
+    result = _compose([WORKER], "config", "-q", env_file=worker_env)
+    print(f"\ndocker-compose --env-file worker.env -f {WORKER} config -q: rc={result.returncode}")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("missing", sorted(WORKER_REQUIRED))
+def test_worker_file_refuses_without_its_required_variables(missing: str, tmp_path) -> None:
+    values = {k: v for k, v in WORKER_REQUIRED.items() if k != missing}
+    result = _compose([WORKER], "config", "-q", env_file=_env_with(tmp_path, "w.env", values))
+    print(f"\nworker file without {missing}: rc={result.returncode} {result.stderr.strip()}")
+    assert result.returncode != 0
+    assert missing in result.stderr and "set " in result.stderr, result.stderr
+
+
+def test_worker_file_starts_only_workers_pointed_at_the_first_machine(worker_env: Path) -> None:
+    result = _compose([WORKER], "config", env_file=worker_env)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert set(services) == WORKER_SERVICES
+    base = yaml.safe_load((ROOT / BASE).read_text(encoding="utf-8"))["x-app-environment"]
+    host = WORKER_REQUIRED["QI2_MAIN_HOST"]
+    for name, service in services.items():
+        environment = service["environment"]
+        # The same names as the first machine's app containers: a setting added there is not
+        # forgotten here.
+        assert set(environment) == set(base), (name, set(environment) ^ set(base))
+        assert environment["DB_HOST"] == host
+        assert environment["DB_USER"] == "quantimage2_worker"
+        assert environment["CELERY_BROKER_URL"] == f"redis://{host}:6379/0"
+        assert environment["CELERY_RESULT_BACKEND"] == f"redis://{host}:6379/1"
+        assert environment["SOCKET_MESSAGE_QUEUE"] == f"redis://{host}:6380/0"
+        assert environment["REDIS_PASSWORD_FILE"] == "/run/secrets/redis-password"
+        assert {s["source"] for s in service["secrets"]} == {"db-worker-password", "redis-password"}
+        assert "depends_on" not in service and "ports" not in service, name
+        assert service["init"] is True and service["image"].startswith("quantimage2/backend-worker")
+        # Nothing of the worker stays on this machine: no data volume, the albums read-only.
+        assert [v.split(":")[1:] for v in service["volumes"]] == [["/albums", "ro"]], name
+    queues = {name: s["command"][s["command"].index("-Q") + 1] for name, s in services.items()}
+    assert queues == {n: n.removeprefix("worker-") for n in WORKER_SERVICES}
+
+
+def test_worker_settings_read_the_first_machine_and_the_redis_password(tmp_path) -> None:
+    # What the container's Settings make of the worker file's environment and secrets.
+    secret = tmp_path / "redis-password"
+    secret.write_text("s3cr3t-pw\n")
+    settings = Settings(
+        _env_file=None,
+        CELERY_BROKER_URL="redis://10.0.0.1:6379/0",
+        CELERY_RESULT_BACKEND="redis://10.0.0.1:6379/1",
+        SOCKET_MESSAGE_QUEUE="redis://10.0.0.1:6380/0",
+        REDIS_PASSWORD_FILE=str(secret),
+    )
+    assert settings.celery_broker_url == "redis://:s3cr3t-pw@10.0.0.1:6379/0"
+    assert settings.celery_result_backend == "redis://:s3cr3t-pw@10.0.0.1:6379/1"
+    assert settings.socket_message_queue == "redis://:s3cr3t-pw@10.0.0.1:6380/0"
+
+
+@pytest.mark.parametrize("overlay", ["docker-compose.prod.yml", "docker-compose.vm.yml"])
+def test_redis_password_guard_fires_without_the_password_file(overlay: str, tmp_path) -> None:
+    values = {k: v for k, v in PROD_REQUIRED.items() if k not in REDIS_REQUIRED}
+    env_file = _env_with(tmp_path, "no-redis-password.env", values)
+    files = [BASE, overlay] if "prod" in overlay else [BASE, "docker-compose.local.yml", overlay]
+    result = _compose(files, "config", "-q", env_file=env_file)
+    print(f"\n{' + '.join(files)} without QI2_REDIS_PASSWORD_FILE: rc={result.returncode}")
+    print(result.stderr.strip())
+    assert result.returncode != 0
+    assert "QI2_REDIS_PASSWORD_FILE" in result.stderr and "without a password" in result.stderr
+
+
+@pytest.mark.parametrize("combination", list(PUBLISHING))
+def test_published_redis_requires_the_password(combination: str, rendered) -> None:
+    services = rendered[combination]
+    for name in ("redis", "redis-socket"):
+        redis = services[name]
+        assert redis["ports"], f"{combination}: {name} is not published for worker machines"
+        assert {s["source"] for s in redis["secrets"]} == {"redis-password"}
+        script = redis["command"][-1]
+        assert "requirepass" in script and "exit 1" in script, script
+        assert "redis-password" in " ".join(redis["healthcheck"]["test"])
+    for name in APP_SERVICES | {"flower"}:
+        secrets = {s["source"] for s in services[name]["secrets"]}
+        assert "redis-password" in secrets, f"{combination}: {name} lacks the Redis password"
+    assert "redis-password" in services["flower"]["command"][-1]
+    for name in ("db", "redis", "redis-socket"):
+        for port in services[name]["ports"]:
+            assert str(port.get("host_ip") if isinstance(port, dict) else port).startswith(
+                "127.0.0.1"
+            ), f"{combination}: {name} is published beyond loopback by default: {port}"
+
+
+def _redis_script(overlay: str, service: str, secret: Path, port: int, work: Path) -> str:
+    """The overlay's Redis start-up script, run here against the host's redis-server."""
+    command = yaml.safe_load((ROOT / overlay).read_text(encoding="utf-8"))["services"][service][
+        "command"
+    ]
+    script = command[-1].replace("$$", "$").replace("/run/secrets/redis-password", str(secret))
+    conf = work / "auth.conf"
+    script = script.replace("chown redis", "true")  # no redis user needed here
+    script = script.replace(
+        "exec docker-entrypoint.sh redis-server /tmp/auth.conf",
+        f"exec redis-server {conf} --port {port} --bind 127.0.0.1 --dir {work}",
+    )
+    return script.replace("/tmp/auth.conf", str(conf))
+
+
+@pytest.mark.parametrize("overlay", ["docker-compose.prod.yml", "docker-compose.vm.yml"])
+def test_redis_refuses_an_empty_password_and_requires_a_set_one(overlay: str, tmp_path) -> None:
+    import redis
+
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
+    secret = tmp_path / "redis-password"
+    secret.write_text("")
+    port = 6950 + (1 if "vm" in overlay else 0)  # this worktree's ports
+    script = _redis_script(overlay, "redis", secret, port, tmp_path)
+    empty = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert empty.returncode == 1 and "refusing to start without a password" in empty.stderr
+    secret.write_text("bad pw with spaces")
+    spaced = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert spaced.returncode == 1 and "letters, digits" in spaced.stderr
+
+    secret.write_text("0123abcd-pw_OK\n")
+    server = subprocess.Popen(["sh", "-c", script], stdout=subprocess.DEVNULL)
+    try:
+        settings = Settings(
+            _env_file=None,
+            CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0",
+            REDIS_PASSWORD_FILE=str(secret),
+        )
+        client = redis.Redis.from_url(settings.celery_broker_url)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        assert client.ping()  # with the password the Settings put into the URL
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port).ping()  # no password: refused
+        # requirepass came from a file: the process list does not show the password.
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_text().replace("\0", " ")
+        assert "redis-server" in cmdline and "0123abcd" not in cmdline, cmdline
+        client.close()
+        services = yaml.safe_load((ROOT / overlay).read_text(encoding="utf-8"))["services"]
+        # The health check authenticates with the secret (redis-cli reads REDISCLI_AUTH).
+        check = services["redis"]["healthcheck"]["test"][1].replace("$$", "$")
+        check = check.replace("/run/secrets/redis-password", str(secret))
+        check = check.replace("redis-cli", f"redis-cli -p {port}")
+        assert subprocess.run(["sh", "-c", check], timeout=30).returncode == 0
+        # The same probe without the password gets NOAUTH, not PONG.
+        unauthenticated = "redis-cli" + check.split("redis-cli", 1)[1]
+        assert "REDISCLI_AUTH" not in unauthenticated and "ping" in unauthenticated
+        denied = subprocess.run(["sh", "-c", unauthenticated], timeout=30, capture_output=True)
+        assert denied.returncode != 0
+        # Flower builds its broker URL from the same secret.
+        flower = services["flower"]["command"][-1].replace("$$", "$")
+        flower = flower.replace("/run/secrets/redis-password", str(secret))
+        probe = (
+            f"{sys.executable} -c 'import os, redis; redis.Redis.from_url(os.environ"
+            f'["CELERY_BROKER_URL"].replace("@redis:6379", "@127.0.0.1:{port}")).ping()\''
+        )
+        flower = flower.replace("celery flower --conf=/app/flowerconfig.py", probe)
+        assert subprocess.run(["sh", "-c", flower], timeout=60).returncode == 0, flower
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_prod_sockets_keep_a_session_on_one_replica(rendered) -> None:
+    # Long-polling requests of one Engine.IO session must reach the process that holds it.
+    labels = rendered["base+prod"]["sockets"]["labels"]
+    labels = labels if isinstance(labels, dict) else dict(x.split("=", 1) for x in labels)
+    sticky = {k.rsplit("loadbalancer.", 1)[1]: v for k, v in labels.items() if ".sticky." in k}
+    assert sticky == {
+        "sticky.cookie": "true",
+        "sticky.cookie.name": "qi2_sockets",
+        "sticky.cookie.secure": "true",
+        "sticky.cookie.httponly": "true",
+    }
+    assert "ports" not in rendered["base+prod"]["sockets"]  # replicas cannot collide

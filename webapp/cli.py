@@ -1,12 +1,16 @@
-"""Command-line tools: `quantimage2 db-upgrade`, `quantimage2 seed-presets`, plus Flask's own."""
+"""Command-line tools: `quantimage2 db-upgrade`, `seed-presets`, `worker-grants`; Flask's own."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 from flask import Flask
 from flask.cli import FlaskGroup
 
+from shared.config import get_settings
 from shared.db import migrate
+from shared.db.grants import worker_grant_statements
 from shared.db.session import session_scope
 from shared.presets import service as preset_service
 
@@ -28,10 +32,38 @@ def seed_presets(refresh: bool) -> None:
     click.echo(f"presets written: {', '.join(written) or 'none (all present)'}")
 
 
+@click.command("worker-grants")
+@click.option("--user", default="quantimage2_worker", show_default=True)
+@click.option(
+    "--host", default="%", show_default=True, help="e.g. 10.0.0.% for the workers' subnet"
+)
+@click.option(
+    "--password-file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the worker user's password (secrets/db-worker-password)",
+)
+@click.option("--database", help="default: DB_DATABASE")
+@click.option("--require-ssl", is_flag=True, help="refuse the user's connections without TLS")
+def worker_grants(
+    user: str, host: str, password_file: Path, database: str | None, require_ssl: bool
+) -> None:
+    """Print the SQL that creates the worker machines' database user (run it as root)."""
+    statements = worker_grant_statements(
+        database=database or get_settings().db_database,
+        user=user,
+        host=host,
+        password=password_file.read_text(encoding="utf-8").strip(),
+        require_ssl=require_ssl,
+    )
+    click.echo("".join(f"{statement};\n" for statement in statements), nl=False)
+
+
 def register(app: Flask) -> None:
     """Attach the commands to the app's CLI."""
     app.cli.add_command(db_upgrade)
     app.cli.add_command(seed_presets)
+    app.cli.add_command(worker_grants)
 
 
 def _create_app() -> Flask:

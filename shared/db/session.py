@@ -19,14 +19,22 @@ from shared import runtime
 DEFAULT_POOL_SIZE = 10
 
 
-def make_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE, **overrides: Any) -> sa.Engine:
-    """Create an engine with the pool settings each backend needs."""
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    tls: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> sa.Engine:
+    """Create an engine with the pool settings each backend needs; tls: db_connect_args."""
     options: dict[str, Any] = {}
     if url.startswith("sqlite"):
         options["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         # pre_ping + recycle below MySQL's wait_timeout: no "server has gone away" after idling.
         options.update(pool_pre_ping=True, pool_recycle=1800)
+        if url.startswith("mysql") and tls:
+            options["connect_args"] = tls  # a database on another host: over TLS
         if "poolclass" not in overrides:
             options["pool_size"] = pool_size
     options.update(overrides)

@@ -51,6 +51,22 @@ def test_password_from_docker_secret_file(clean_env, tmp_path: Path):
     assert ":from-secret@db" in settings.sqlalchemy_url
 
 
+def test_redis_password_from_its_secret_goes_into_the_three_urls(clean_env, tmp_path: Path):
+    secret = tmp_path / "redis-password"
+    secret.write_text("a/b:c@d\n")  # URL-special characters are escaped
+    clean_env.setenv("REDIS_PASSWORD_FILE", str(secret))
+    clean_env.setenv("CELERY_BROKER_URL", "redis://10.0.0.1:6379/0")
+    clean_env.setenv("CELERY_RESULT_BACKEND", "rediss://worker@10.0.0.1:6379/1")
+    clean_env.setenv("SOCKET_MESSAGE_QUEUE", "redis://:explicit@10.0.0.1:6380/0")
+    settings = Settings(_env_file=None)
+    assert settings.celery_broker_url == "redis://:a%2Fb%3Ac%40d@10.0.0.1:6379/0"
+    assert settings.celery_result_backend == "rediss://worker:a%2Fb%3Ac%40d@10.0.0.1:6379/1"
+    assert settings.socket_message_queue == "redis://:explicit@10.0.0.1:6380/0"  # left alone
+    without = Settings(_env_file=None, REDIS_PASSWORD_FILE=str(tmp_path / "absent"))
+    assert without.redis_password is None
+    assert without.celery_broker_url == "redis://10.0.0.1:6379/0"
+
+
 def test_embedded_default_is_sqlite_in_data_dir(clean_env, tmp_path: Path):
     clean_env.setenv("QI2_DATA_DIR", str(tmp_path))
     settings = Settings(_env_file=None)

@@ -13,8 +13,8 @@ Seeds: Hypothesis' derandomised mode (what the suite ran before issue #13) and t
 The by-id routes need real rows. The factories seed, for the token's user, a local synthetic
 album with a finished extraction, a labelled outcome, a feature collection and a trained model
 (the rows the workers write: real extraction and training need the workers and a minute of CPU,
-and tests/e2e/test_training.py runs them). Half of the generated album ids are that album, and a
-quarter of the extraction and train request bodies are valid for it (`realistic_bodies`), so the
+and tests/e2e/test_training.py runs them). Half of the generated album ids are that album, and
+half of the extraction and train request bodies are valid for it (`realistic_bodies`), so the
 run creates extractions, outcomes and training requests itself and follows the document's links
 to them. Each by-id route must answer a 2xx at least once, where random ids only found a 404.
 No worker runs: the queued tasks are dropped.

@@ -31,7 +31,8 @@ def run_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(_url(), poolclass=sa.pool.NullPool)
+    tls = get_settings().db_connect_args
+    engine = make_engine(_url(), tls=tls, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()
