@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,22 +178,26 @@ def recover_stale(older_than: dt.timedelta) -> list[int]:
 @worker_ready.connect
 def _start_orphan_sweep(sender: object = None, **_kwargs: object) -> None:
     """Sweep for studies of dead workers now and then, in a thread of the main process."""
-    interval = runtime.current().settings.extraction_orphan_sweep_seconds
+    _every(
+        runtime.current().settings.extraction_orphan_sweep_seconds, "orphan-sweep", sweep_orphans
+    )
+
+
+def _every(interval: float, name: str, *sweeps: Callable[[], object]) -> None:
+    """Run the sweeps every interval in a daemon thread (none when the interval is 0)."""
     if interval > 0:
-        thread = threading.Thread(
-            target=_sweep_forever, args=(interval,), name="orphan-sweep", daemon=True
-        )
-        thread.start()
+        threading.Thread(target=_forever, args=(interval, sweeps), name=name, daemon=True).start()
 
 
-def _sweep_forever(interval: float) -> None:
-    """Run `sweep_orphans` every interval; a failed sweep is logged and tried again later."""
+def _forever(interval: float, sweeps: tuple[Callable[[], object], ...]) -> None:
+    """Run each sweep every interval; a failed sweep is logged and tried again next round."""
     while True:
         time.sleep(interval)
-        try:
-            sweep_orphans()
-        except Exception as exc:  # the broker or database is away: next round
-            log.warning("orphan sweep failed: %s", exc)
+        for sweep in sweeps:
+            try:
+                sweep()
+            except Exception as exc:  # the broker or database is away: next round
+                log.warning("%s failed: %s", sweep.__name__, exc)
 
 
 def sweep_orphans() -> list[int]:
@@ -259,25 +264,7 @@ LOST_LIFECYCLES = (training_runs.LIFECYCLE, predictions.LIFECYCLE)
 def _start_lost_message_sweep(sender: object = None, **_kwargs: object) -> None:
     """Look for queued jobs whose message was lost now and then, in a thread of the main process."""
     interval = runtime.current().settings.lost_message_sweep_seconds
-    if interval > 0:
-        thread = threading.Thread(
-            target=_sweep_lost_forever, args=(interval,), name="lost-message-sweep", daemon=True
-        )
-        thread.start()
-
-
-def _sweep_lost_forever(interval: float) -> None:
-    """Run `sweep_lost_messages` every interval; a failed sweep is logged and tried again."""
-    while True:
-        time.sleep(interval)
-        try:
-            sweep_lost_messages()
-        except Exception as exc:  # the broker or database is away: next round
-            log.warning("lost-message sweep failed: %s", exc)
-        try:
-            sweep_silent_training_runs()
-        except Exception as exc:  # the database is away: next round
-            log.warning("silent training sweep failed: %s", exc)
+    _every(interval, "lost-message-sweep", sweep_lost_messages, sweep_silent_training_runs)
 
 
 def sweep_lost_messages() -> dict[str, list[str]]:
