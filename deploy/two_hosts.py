@@ -149,7 +149,7 @@ class Namespaces:
         self.mount_b.touch()
         subprocess.run(
             ["unshare", f"--mount={self.mount_b}", "--propagation", "private",
-             "mount", "-t", "tmpfs", "-o", "size=2g", "qi2-host-b-tmp", "/tmp"],
+             "sh", "-euc", _PRIVATE_TMP, "private-tmp", str(ROOT), f"/run/qi2-hold-{self.tag}"],
             check=True,
         )  # fmt: skip
 
@@ -161,6 +161,18 @@ class Namespaces:
         for path in (self.mount_b, self.folder):
             if _is_mountpoint(path):
                 subprocess.run(["umount", "-l", str(path)], capture_output=True)
+        with contextlib.suppress(OSError):
+            Path(f"/run/qi2-hold-{self.tag}").rmdir()  # the empty hold of _PRIVATE_TMP
+
+
+# Host B's /tmp: a fresh tmpfs. A checkout that itself lives under /tmp (a CI clone) is bound
+# back into it at the same path, or B could not run this checkout's programs.
+_PRIVATE_TMP = """
+root="$1"; hold="$2"
+case "$root" in /tmp/*) mkdir -p "$hold"; mount --bind "$root" "$hold";; esac
+mount -t tmpfs -o size=2g qi2-host-b-tmp /tmp
+case "$root" in /tmp/*) mkdir -p "$root"; mount --bind "$hold" "$root"; umount "$hold";; esac
+"""
 
 
 def _is_mountpoint(path: Path) -> bool:
