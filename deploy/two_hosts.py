@@ -149,7 +149,7 @@ class Namespaces:
         self.mount_b.touch()
         subprocess.run(
             ["unshare", f"--mount={self.mount_b}", "--propagation", "private",
-             "sh", "-euc", _PRIVATE_TMP, "private-tmp", str(ROOT), f"/run/qi2-hold-{self.tag}"],
+             "sh", "-euc", _PRIVATE_TMP, "private-tmp", str(ROOT), hold_dir(self.net_b)],
             check=True,
         )  # fmt: skip
 
@@ -162,7 +162,7 @@ class Namespaces:
             if _is_mountpoint(path):
                 subprocess.run(["umount", "-l", str(path)], capture_output=True)
         with contextlib.suppress(OSError):
-            Path(f"/run/qi2-hold-{self.tag}").rmdir()  # the empty hold of _PRIVATE_TMP
+            Path(hold_dir(self.net_b)).rmdir()  # the empty hold of _PRIVATE_TMP
 
 
 # Host B's /tmp: a fresh tmpfs. A checkout that itself lives under /tmp (a CI clone) is bound
@@ -173,6 +173,11 @@ case "$root" in /tmp/*) mkdir -p "$hold"; mount --bind "$root" "$hold";; esac
 mount -t tmpfs -o size=2g qi2-host-b-tmp /tmp
 case "$root" in /tmp/*) mkdir -p "$root"; mount --bind "$hold" "$root"; umount "$hold";; esac
 """
+
+
+def hold_dir(net_b: str) -> str:
+    """Where _PRIVATE_TMP holds the checkout while it mounts B's tmpfs (outside /tmp)."""
+    return f"/run/qi2-hold-{net_b}"
 
 
 def _is_mountpoint(path: Path) -> bool:
@@ -357,8 +362,12 @@ class HostA:
 
     def restart_b(self) -> None:
         """Bring host B back as after a reboot: an empty /tmp, its two workers started anew."""
-        wipe = self.host_b.command("find", "/tmp", "-mindepth", "1", "-delete")
-        subprocess.run(wipe, check=True)
+        # A fresh tmpfs, not a delete: a checkout under /tmp is bound inside B's /tmp.
+        reset = "cd /; umount -R /tmp\n" + _PRIVATE_TMP
+        hold = hold_dir(self.host_b.net)
+        subprocess.run(
+            self.host_b.command("sh", "-euc", reset, "private-tmp", str(ROOT), hold), check=True
+        )
         start_b_workers(self, suffix="-2")
         for name in ("b-extraction-2", "b-training-2"):
             self.wait_worker(name)
