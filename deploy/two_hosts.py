@@ -835,13 +835,14 @@ def host_loss_case(host: HostA, category: int) -> tuple[dict, int, list[str]]:
         return bool(studying) and training.status in ("STARTED", "PROGRESS")
 
     wait(b_busy, 900, "host B extracting and training", interval=0.2)
+    killed = kill_netns(host.host_b.net)
+    lost_at = time.monotonic()
+    # Read after the kill: a study B finished between the last look and the SIGKILL is B's.
     held = {
         r.id
         for r in study_rows(host, second)
         if r.worker == NODE_B and r.status in ("STARTED", "PROGRESS")
     }
-    killed = kill_netns(host.host_b.net)
-    lost_at = time.monotonic()
     print(
         f"two_hosts: host B lost: SIGKILL of {len(killed)} processes while it held studies "
         f"{sorted(held)} and training {loss_training}",
@@ -870,6 +871,7 @@ def host_loss_case(host: HostA, category: int) -> tuple[dict, int, list[str]]:
     print(f"two_hosts: the training started again: {rerun.status} on {rerun.worker}", flush=True)
     ok = (
         status["completed_tasks"] == STUDIES
+        and bool(held)
         and all(r.status == "SUCCESS" for r in rows)
         and all(worker.startswith(f"{NODE_A} ") for worker in redone.values())
         and vectors == expected
