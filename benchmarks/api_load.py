@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from live_platform import free_port, wait_http  # noqa: E402  (benchmarks/live_platform.py)
 from seeding import ALBUM, N_PATIENTS, ROI, seed  # noqa: E402  (benchmarks/seeding.py)
 
 from webapp.servers import API_THREADS, API_WORKERS  # noqa: E402
@@ -168,30 +169,6 @@ def socket_child(args: argparse.Namespace) -> None:
 
 
 # --- services and data (parent process) -------------------------------------------------------
-
-
-def free_port() -> int:
-    """Return a free loopback port."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 90.0) -> None:
-    """Wait until a URL answers 200."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=3).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer")
 
 
 @dataclass
