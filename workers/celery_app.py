@@ -290,32 +290,30 @@ def sweep_silent_training_runs() -> list[int]:
 def _recover_lost_training_runs(sender: object = None, **_kwargs: object) -> None:
     """Fail training runs this worker left running before a restart (killed), and runs of any
     worker still marked running long after any run could have."""
-    limit = runtime.current().settings.training_task_time_limit + 600
-    hostname = getattr(sender, "hostname", None)
-    with db_session.session_scope() as session:
-        stale = training_runs.fail_orphaned(session, worker=hostname) if hostname else []
-        stale += training_runs.fail_stale(session, older_than=dt.timedelta(seconds=limit))
-        session.commit()
-        for run in stale:
-            training_runs.publish_failed(run)
-    if stale:
-        log.warning("failed %d training runs left running by a lost worker", len(stale))
+    limit = runtime.current().settings.training_task_time_limit
+    _recover_lost(training_runs, sender, limit, "training runs")
 
 
 @worker_ready.connect
 def _recover_lost_predictions(sender: object = None, **_kwargs: object) -> None:
     """Fail predictions this worker left running before a restart, and any still marked
     running long after any prediction could have."""
-    limit = runtime.current().settings.prediction_task_time_limit + 600
+    limit = runtime.current().settings.prediction_task_time_limit
+    _recover_lost(predictions, sender, limit, "predictions")
+
+
+def _recover_lost(lifecycle: Any, sender: object, time_limit: float, what: str) -> None:
+    """Fail and announce a lifecycle's rows left running by this worker or past its time limit."""
     hostname = getattr(sender, "hostname", None)
+    older_than = dt.timedelta(seconds=time_limit + 600)
     with db_session.session_scope() as session:
-        stale = predictions.fail_orphaned(session, worker=hostname) if hostname else []
-        stale += predictions.fail_stale(session, older_than=dt.timedelta(seconds=limit))
+        stale = lifecycle.fail_orphaned(session, worker=hostname) if hostname else []
+        stale += lifecycle.fail_stale(session, older_than=older_than)
         session.commit()
         for row in stale:
-            predictions.publish_failed(row)
+            lifecycle.publish_failed(row)
     if stale:
-        log.warning("failed %d predictions left running by a lost worker", len(stale))
+        log.warning("failed %d %s left running by a lost worker", len(stale), what)
 
 
 @worker_ready.connect
