@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import ClassVar
 
 import pytest
+
+from tests.support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,12 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def smoke() -> ModuleType:
     """deploy/compose_smoke.py (a script, not a package), imported from its path."""
-    spec = importlib.util.spec_from_file_location("compose_smoke", ROOT / "deploy/compose_smoke.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compose_smoke"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compose_smoke", "deploy/compose_smoke.py")
 
 
 def test_a_full_pass_prints_the_counts_and_no_failed_step(smoke: ModuleType) -> None:

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """benchmarks/api_load.py (a script), imported from its path."""
-    spec = importlib.util.spec_from_file_location("api_load", ROOT / "benchmarks/api_load.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["api_load"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("api_load", "benchmarks/api_load.py")
 
 
 def _step(bench: ModuleType, clients: int, p95: float, connected: int | None = None, lost=0):
