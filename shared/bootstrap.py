@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+# Every table on the metadata before any session: a mapper that names another domain's table
+# (a training run's feature collection) is configured only once that table's model is loaded,
+# and an edge must not depend on which modules its routes or tasks happen to import.
+import shared.db.all_models  # noqa: F401
 from shared import events, jobs
 from shared.config import Settings
 from shared.db import session as db_session

@@ -206,15 +206,15 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'quantimage2.db').resolve()}"
 
     @property
-    def training_silent_after_seconds(self) -> float:
-        """Seconds without a heartbeat after which a running training counts as lost (its
-        worker's machine died): the patience the sweep has with a queued job, too."""
+    def silent_after_seconds(self) -> float:
+        """Seconds without a heartbeat after which a running training or prediction counts as
+        lost (its worker's machine died): the patience the sweep has with a queued job, too."""
         return self.lost_message_after_seconds
 
     @property
-    def training_heartbeat_seconds(self) -> float:
-        """Seconds between the heartbeats of a running training: 8 per silence allowed."""
-        return self.training_silent_after_seconds / 8
+    def heartbeat_seconds(self) -> float:
+        """Seconds between the heartbeats of a running job: 8 per silence allowed."""
+        return self.silent_after_seconds / 8
 
     @property
     def realm_url(self) -> str:

@@ -20,7 +20,6 @@ PREDICTION_QUEUE = "prediction"
 EXTRACT_STUDY = "extraction.study"
 TRAIN_MODEL = "training.run"
 PREDICT = "prediction.run"
-RECOVER_STALE = "extraction.recover_stale"
 
 TASK_ROUTES = {
     "extraction.*": {"queue": EXTRACTION_QUEUE},

@@ -15,7 +15,12 @@ import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-pytest_plugins = ["tests.support.live", "tests.support.fixtures", "tests.support.faults"]
+pytest_plugins = [
+    "tests.support.live",
+    "tests.support.fixtures",
+    "tests.support.faults",
+    "tests.support.broker",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

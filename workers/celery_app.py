@@ -26,9 +26,8 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 from threadpoolctl import threadpool_limits
 
-from shared import bootstrap, jobs, lost_messages, preflight, runtime
+from shared import bootstrap, jobs, lifecycle, lost_messages, preflight, runtime
 from shared.config import Settings, get_settings
-from shared.db import session as db_session
 from shared.extractions import completion, runs
 from shared.modeling import predictions
 from shared.modeling import runs as training_runs
@@ -157,22 +156,22 @@ def limit_threads(count: int) -> None:
     log.info("worker process %d: %d thread(s) per library", os.getpid(), count)
 
 
+def time_limits(settings: Settings) -> list[tuple[lifecycle.Kind, int]]:
+    """Return each kind of job with its task's time limit."""
+    return [
+        (runs.STUDY, settings.extraction_task_time_limit),
+        (training_runs.TRAINING, settings.training_task_time_limit),
+        (predictions.PREDICTION, settings.prediction_task_time_limit),
+    ]
+
+
 @worker_ready.connect
-def _recover_lost_studies(**_kwargs: object) -> None:
-    """Fail studies still marked running long after any task could have (a killed worker)."""
-    recover_stale(dt.timedelta(seconds=runtime.current().settings.extraction_task_time_limit + 600))
-
-
-def recover_stale(older_than: dt.timedelta) -> list[int]:
-    """Fail the stale studies, announce them and finish their extractions; return the studies."""
-    with db_session.session_scope() as session:
-        stale = runs.fail_stale(session, older_than=older_than)
-        failed = [(task.id, task.feature_extraction_id) for task in stale]
-    if failed:
-        log.warning("failed %d studies left running by a lost worker", len(failed))
-        completion.announce_studies(task_id for task_id, _ in failed)
-        completion.finish_all(extraction_id for _, extraction_id in failed)
-    return [task_id for task_id, _ in failed]
+def _recover_lost_jobs(sender: object = None, **_kwargs: object) -> None:
+    """Fail the jobs this worker left running before a restart (it was killed), and those of
+    any worker still marked running long after any could have; announce them."""
+    worker = getattr(sender, "hostname", None)
+    for kind, limit in time_limits(runtime.current().settings):
+        lifecycle.recover(kind, worker=worker, time_limit=limit)
 
 
 @worker_ready.connect
@@ -255,65 +254,34 @@ def broker_task_ids(queues: list[str]) -> set[str]:
     return {task_id for task_id in held if task_id}
 
 
-# --- trainings and predictions whose broker message was lost (issue #15 §9) -------------------
+# --- jobs whose broker message was lost, or whose worker went silent -------------------------
 
-LOST_LIFECYCLES = (training_runs.LIFECYCLE, predictions.LIFECYCLE)
+KINDS = (runs.STUDY, training_runs.TRAINING, predictions.PREDICTION)
 
 
 @worker_ready.connect
 def _start_lost_message_sweep(sender: object = None, **_kwargs: object) -> None:
-    """Look for queued jobs whose message was lost now and then, in a thread of the main process."""
+    """Look for queued jobs whose message was lost, and running jobs whose worker went silent,
+    now and then, in a thread of the main process."""
     interval = runtime.current().settings.lost_message_sweep_seconds
-    _every(interval, "lost-message-sweep", sweep_lost_messages, sweep_silent_training_runs)
+    _every(interval, "lost-message-sweep", sweep_lost_messages, sweep_silent_jobs)
 
 
 def sweep_lost_messages() -> dict[str, list[str]]:
-    """Send again (once), or fail, the PENDING trainings and predictions the broker lost."""
+    """Send again (once), or fail, the PENDING jobs whose message the broker lost."""
     older_than = dt.timedelta(seconds=runtime.current().settings.lost_message_after_seconds)
-    return lost_messages.sweep(LOST_LIFECYCLES, broker_task_ids, older_than=older_than)
+    return lost_messages.sweep(KINDS, broker_task_ids, older_than=older_than)
 
 
-def sweep_silent_training_runs() -> list[int]:
-    """Fail, and announce, the training runs whose worker stopped its heartbeat (host lost)."""
-    older_than = dt.timedelta(seconds=runtime.current().settings.training_silent_after_seconds)
-    with db_session.session_scope() as session:
-        silent = training_runs.fail_silent(session, older_than=older_than)
-        session.commit()
-        for run in silent:
-            training_runs.publish_failed(run)
-    if silent:
-        log.warning("failed %d training runs whose worker went silent", len(silent))
-    return [run.id for run in silent]
-
-
-@worker_ready.connect
-def _recover_lost_training_runs(sender: object = None, **_kwargs: object) -> None:
-    """Fail training runs this worker left running before a restart (killed), and runs of any
-    worker still marked running long after any run could have."""
-    limit = runtime.current().settings.training_task_time_limit
-    _recover_lost(training_runs, sender, limit, "training runs")
-
-
-@worker_ready.connect
-def _recover_lost_predictions(sender: object = None, **_kwargs: object) -> None:
-    """Fail predictions this worker left running before a restart, and any still marked
-    running long after any prediction could have."""
-    limit = runtime.current().settings.prediction_task_time_limit
-    _recover_lost(predictions, sender, limit, "predictions")
-
-
-def _recover_lost(lifecycle: Any, sender: object, time_limit: float, what: str) -> None:
-    """Fail and announce a lifecycle's rows left running by this worker or past its time limit."""
-    hostname = getattr(sender, "hostname", None)
-    older_than = dt.timedelta(seconds=time_limit + 600)
-    with db_session.session_scope() as session:
-        stale = lifecycle.fail_orphaned(session, worker=hostname) if hostname else []
-        stale += lifecycle.fail_stale(session, older_than=older_than)
-        session.commit()
-        for row in stale:
-            lifecycle.publish_failed(row)
-    if stale:
-        log.warning("failed %d %s left running by a lost worker", len(stale), what)
+def sweep_silent_jobs() -> list[int]:
+    """Fail, and announce, the running jobs whose worker stopped its heartbeat (host lost)."""
+    older_than = dt.timedelta(seconds=runtime.current().settings.silent_after_seconds)
+    return [
+        row_id
+        for kind in KINDS
+        if kind.beats
+        for row_id in lifecycle.sweep_silent(kind, older_than=older_than)
+    ]
 
 
 @worker_ready.connect

@@ -63,5 +63,31 @@ class OwnedMixin:
     user_id: so.Mapped[str] = so.mapped_column(UserId, index=True, sort_order=-80)
 
 
+class JobMixin:
+    """The columns of a queued job's lifecycle (shared/lifecycle.py): the row is the truth."""
+
+    # The Celery id of the job's current message; an older copy's claim is refused.
+    task_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="PENDING")
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    # Times the lost-message sweep sent the job again (its broker message had vanished).
+    requeues: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    # Celery node (name@host) of the last attempt: which machine ran it.
+    worker: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    started_at: so.Mapped[dt.datetime | None]
+    finished_at: so.Mapped[dt.datetime | None]
+
+
+class HeartbeatMixin:
+    """A job that beats: its worker stamps the row every few seconds while it runs.
+
+    Training runs and predictions beat, so a lost host's rows are failed (the silent sweep);
+    a lost host's studies are sent again by the orphan sweep instead.
+    """
+
+    heartbeat_at: so.Mapped[dt.datetime | None]
+
+
 # utf8mb4_bin: identifiers (ROI names, patient ids, UIDs) compare exactly, case included.
 TABLE_ARGS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}

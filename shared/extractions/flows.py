@@ -7,10 +7,10 @@ import logging
 
 import sqlalchemy.orm as so
 
-from shared import jobs
+from shared import lifecycle
 from shared.config import Settings
 from shared.db.base import utcnow
-from shared.errors import InvalidInput, ServiceUnavailable
+from shared.errors import InvalidInput
 from shared.extractions import runs, service
 from shared.extractions.models import FeatureExtraction, WorkerCredential
 from shared.extractions.schemas import ExtractionCreate
@@ -80,14 +80,4 @@ def _worker_credential(
 
 def enqueue(session: so.Session, *, extraction: FeatureExtraction) -> None:
     """Queue one task per study; if the broker is down, fail the studies and say so."""
-    try:
-        for task in extraction.tasks:
-            jobs.send(jobs.EXTRACT_STUDY, task.id, task_id=task.task_id)
-    except Exception as exc:  # any broker error: the rows must not stay PENDING forever
-        log.error("extraction %s: queueing failed: %s", extraction.id, exc)
-        for task in extraction.tasks:
-            if task.status == "PENDING":
-                runs.fail(session, task=task, message="Could not queue the work (broker down)")
-        runs.finish_if_done(session, extraction_id=extraction.id)  # also drops the credential
-        session.commit()
-        raise ServiceUnavailable("The task queue is unavailable; try again later") from exc
+    lifecycle.enqueue(session, runs.STUDY, extraction.tasks)

@@ -18,6 +18,7 @@ from shared.db.base import (
     Base,
     DicomUid,
     IdMixin,
+    JobMixin,
     LargeBlob,
     LongText,
     OwnedMixin,
@@ -53,7 +54,7 @@ class FeatureExtraction(IdMixin, TimestampMixin, OwnedMixin, Base):
     )
 
 
-class ExtractionTask(IdMixin, TimestampMixin, Base):
+class ExtractionTask(IdMixin, TimestampMixin, JobMixin, Base):
     """The part of an extraction that handles one study; one Celery task."""
 
     __tablename__ = "feature_extraction_task"
@@ -64,18 +65,10 @@ class ExtractionTask(IdMixin, TimestampMixin, Base):
     )
     study_uid: so.Mapped[str] = so.mapped_column(DicomUid)
     patient_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
-    task_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
-    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="PENDING")
     current_step: so.Mapped[int] = so.mapped_column(default=0)
     total_steps: so.Mapped[int] = so.mapped_column(default=0)
     status_message: so.Mapped[str] = so.mapped_column(sa.String(255), default="Waiting to start")
-    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     warnings: so.Mapped[list[Any] | None] = so.mapped_column(sa.JSON)
-    attempts: so.Mapped[int] = so.mapped_column(default=0)
-    # Celery node (name@host) of the study's last attempt: which machine ran it.
-    worker: so.Mapped[str | None] = so.mapped_column(sa.String(255))
-    started_at: so.Mapped[dt.datetime | None]
-    finished_at: so.Mapped[dt.datetime | None]
 
     extraction: so.Mapped[FeatureExtraction] = so.relationship(back_populates="tasks")
 

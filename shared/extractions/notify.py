@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import sqlalchemy.orm as so
 
 from shared import events
-from shared.extractions import runs, service
+from shared.extractions import service
 from shared.extractions.models import ExtractionTask, FeatureExtraction
 
 MIN_INTERVAL_SECONDS = 1.0
@@ -32,7 +33,7 @@ def _due(extraction_id: int, *, force: bool) -> bool:
 
 def study_changed(session: so.Session, task: ExtractionTask, user_id: str) -> None:
     """Publish `feature-status` for a study, then the extraction's status (throttled)."""
-    events.publish(events.FEATURE_STATUS, runs.study_event(task), user_id=user_id)
+    events.publish(events.FEATURE_STATUS, study_event(task), user_id=user_id)
     ended = task.status in service.DONE
     if _due(task.feature_extraction_id, force=ended):
         extraction = session.get(FeatureExtraction, task.feature_extraction_id)
@@ -50,3 +51,19 @@ def extraction_finished(session: so.Session, extraction: FeatureExtraction) -> N
         body.model_dump(mode="json", by_alias=True),
         user_id=extraction.user_id,
     )
+
+
+def study_event(task: ExtractionTask) -> dict[str, Any]:
+    """Build the `feature-status` payload of a task."""
+    if task.status == "FAILURE":
+        message = task.error or "Failure"
+    elif task.status == "SUCCESS":
+        message = "Extraction Complete"
+    else:
+        message = f"{task.current_step}/{task.total_steps} - {task.status_message}"
+    return {
+        "task_id": task.task_id,
+        "feature_extraction_task_id": task.id,
+        "status": task.status,
+        "status_message": message,
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,7 +11,9 @@ from shared.db.base import (
     TABLE_ARGS,
     AlbumId,
     Base,
+    HeartbeatMixin,
     IdMixin,
+    JobMixin,
     LargeBlob,
     OwnedMixin,
     TimestampMixin,
@@ -88,7 +89,7 @@ class ModelArtifactChunk(IdMixin, Base):
     data: so.Mapped[bytes] = so.mapped_column(LargeBlob)
 
 
-class TrainingRun(IdMixin, TimestampMixin, OwnedMixin, Base):
+class TrainingRun(IdMixin, TimestampMixin, OwnedMixin, JobMixin, HeartbeatMixin, Base):
     """One training request: its status, progress and error live here, not in Redis."""
 
     __tablename__ = "training_run"
@@ -96,21 +97,10 @@ class TrainingRun(IdMixin, TimestampMixin, OwnedMixin, Base):
 
     album_id: so.Mapped[str] = so.mapped_column(AlbumId)
     training_id: so.Mapped[str] = so.mapped_column(sa.String(64), index=True)
-    task_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
-    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="PENDING")
     phase: so.Mapped[str | None] = so.mapped_column(sa.String(16))
     current_step: so.Mapped[int] = so.mapped_column(default=0)
     total_steps: so.Mapped[int] = so.mapped_column(default=0)
-    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
-    attempts: so.Mapped[int] = so.mapped_column(default=0)
-    # Times the lost-message sweep sent the run again (its broker message had vanished).
-    requeues: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
-    worker: so.Mapped[str | None] = so.mapped_column(sa.String(255))  # Celery node of the attempt
-    # Written every few seconds by the worker while the run trains: its machine is alive.
-    heartbeat_at: so.Mapped[dt.datetime | None]
     parameters: so.Mapped[dict[str, Any]] = so.mapped_column(sa.JSON)
-    started_at: so.Mapped[dt.datetime | None]
-    finished_at: so.Mapped[dt.datetime | None]
     feature_extraction_id: so.Mapped[int] = so.mapped_column(
         sa.ForeignKey("feature_extraction.id", ondelete="CASCADE"), index=True
     )
@@ -125,7 +115,7 @@ class TrainingRun(IdMixin, TimestampMixin, OwnedMixin, Base):
     )
 
 
-class Prediction(IdMixin, TimestampMixin, OwnedMixin, Base):
+class Prediction(IdMixin, TimestampMixin, OwnedMixin, JobMixin, HeartbeatMixin, Base):
     """A stored model applied to an extraction: a job like a training run (issue #15 §8).
 
     The row is the truth for status, phase and error, and holds the result: one output per
@@ -146,15 +136,7 @@ class Prediction(IdMixin, TimestampMixin, OwnedMixin, Base):
     label_category_id: so.Mapped[int | None] = so.mapped_column(
         sa.ForeignKey("label_category.id", ondelete="SET NULL")
     )
-    task_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
-    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="PENDING")
     phase: so.Mapped[str] = so.mapped_column(sa.String(16), default="pending")
-    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
-    attempts: so.Mapped[int] = so.mapped_column(default=0)
-    requeues: so.Mapped[int] = so.mapped_column(default=0)
-    worker: so.Mapped[str | None] = so.mapped_column(sa.String(255))
-    started_at: so.Mapped[dt.datetime | None]
-    finished_at: so.Mapped[dt.datetime | None]
     predictions: so.Mapped[list[Any] | None] = so.mapped_column(sa.JSON)
     skipped: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)
     excluded_from_metrics: so.Mapped[dict[str, Any] | None] = so.mapped_column(sa.JSON)

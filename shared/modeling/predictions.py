@@ -4,7 +4,9 @@ The web edge makes the cheap checks (ownership, the features the model needs), c
 row and queues its id; it never waits for the result. The prediction worker claims the row,
 reads its inputs here, runs the pure `engine.predict`, and stores the result here. The row is
 the truth (status, phase, error, result); a `prediction-status` event goes to the owner's room
-after each commit. Functions take a session and never commit, except `enqueue`.
+after each commit. It is a job of the common lifecycle (shared/lifecycle.py), with
+`PREDICTION`: claiming, failing, the heartbeat and the sweeps are the lifecycle's. Functions
+take a session and never commit, except `enqueue`.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ import pandas as pd
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared import events, jobs, lost_messages
+from shared import events, jobs, lifecycle
 from shared.db import owned
-from shared.db.base import utcnow
-from shared.errors import DomainError, InvalidInput, NotFound, ServiceUnavailable
+from shared.errors import DomainError, InvalidInput, NotFound
 from shared.extractions import service as extraction_service
 from shared.extractions.models import FeatureExtraction
 from shared.features import storage
@@ -33,10 +34,6 @@ from shared.modeling.schemas import PatientPrediction, PredictionRead
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 2
-RUNNING = ("STARTED", "PROGRESS")
-DONE = ("SUCCESS", "FAILURE")
-TASK_ID_PREFIX = "prediction"
 LOST_MESSAGE = "The worker running this prediction stopped unexpectedly"
 QUEUE_LOST_MESSAGE = (
     "This prediction never reached a worker: the task queue lost its message, also when it "
@@ -100,7 +97,7 @@ def start(session: so.Session, *, user_id: str, model_id: int, extraction_id: in
         phase="pending",
     )
     session.add(prediction)
-    session.flush()  # the id; its message will carry LIFECYCLE.task_id (prediction-<id>)
+    session.flush()  # the id; its message will carry PREDICTION.task_id (prediction-<id>)
     return prediction
 
 
@@ -143,13 +140,7 @@ def _owned_model(session: so.Session, *, user_id: str, model_id: int) -> sa.Row:
 
 def enqueue(session: so.Session, *, prediction: Prediction) -> None:
     """Queue the prediction (its row id only); if the broker is down, fail it and say so."""
-    try:
-        jobs.send(jobs.PREDICT, prediction.id, task_id=LIFECYCLE.task_id(prediction))
-    except Exception as exc:  # any broker error: the row must not stay PENDING forever
-        log.error("prediction %s: queueing failed: %s", prediction.id, exc)
-        fail(session, prediction, "Could not queue the prediction (task queue unavailable)")
-        session.commit()
-        raise ServiceUnavailable("The task queue is unavailable; try again later") from exc
+    lifecycle.enqueue(session, PREDICTION, [prediction])
 
 
 def get_owned(session: so.Session, *, user_id: str, prediction_id: int) -> Prediction:
@@ -200,28 +191,8 @@ def to_read(row: Prediction) -> PredictionRead:
 # --- the worker ---------------------------------------------------------------------------------
 
 
-def claim(
-    session: so.Session, *, prediction_id: int, celery_id: str | None, worker: str | None
-) -> PredictionJob | Prediction | None:
-    """Start a prediction and return its inputs' ids.
-
-    None when the row is gone or ended, or the message is an older copy of a prediction sent
-    again; the failed row itself when a redelivered prediction used up its attempts (the
-    caller announces the failure).
-    """
-    row = session.get(Prediction, prediction_id, with_for_update=True)
-    if row is None or row.status in DONE or lost_messages.stale_copy(row, celery_id):
-        return None
-    if row.attempts >= MAX_ATTEMPTS:
-        return fail(session, row, f"{LOST_MESSAGE} ({row.attempts} attempts)")
-    row.attempts += 1
-    row.status = "STARTED"
-    row.phase = "loading"
-    row.task_id = celery_id or row.task_id
-    row.worker = worker
-    row.started_at = utcnow()
-    row.error = None
-    session.flush()
+def prediction_job(_session: so.Session, row: Prediction) -> PredictionJob:
+    """Name the inputs of a claimed prediction."""
     return PredictionJob(row.id, row.user_id, row.model_id, row.feature_extraction_id, row.attempts)
 
 
@@ -301,8 +272,8 @@ def _add_validation(
 
 def progress(session: so.Session, *, prediction_id: int, phase: str) -> Prediction | None:
     """Record the phase of a running prediction."""
-    row = session.get(Prediction, prediction_id)
-    if row is None or row.status in DONE:
+    row = lifecycle.running(session, PREDICTION, prediction_id)
+    if row is None:
         return None
     row.status = "PROGRESS"
     row.phase = phase
@@ -320,8 +291,8 @@ def complete(
     metrics: dict[str, Any] | None,
 ) -> Prediction | None:
     """Store the result and end the prediction; None when it ended elsewhere or is gone."""
-    row = session.get(Prediction, prediction_id, with_for_update=True)
-    if row is None or row.status in DONE:
+    row = lifecycle.running(session, PREDICTION, prediction_id, lock=True)
+    if row is None:
         return None
     validated = [] if prepared.outcome is None else [str(p) for p in prepared.outcome.index]
     n_labelled = sum(p in predictions for p in validated) if metrics is not None else 0
@@ -335,11 +306,7 @@ def complete(
     row.n_labelled = n_labelled
     row.label_category_id = prepared.label_category_id if metrics is not None else None
     row.validation = _validation_text(prepared, metrics, n_labelled)
-    row.status = "SUCCESS"
-    row.phase = "complete"
-    row.finished_at = utcnow()
-    session.flush()
-    return row
+    return lifecycle.succeed(session, PREDICTION, row)
 
 
 def _validation_text(prepared: PredictionInputs, metrics: Any, n_labelled: int) -> str:
@@ -353,42 +320,6 @@ def _validation_text(prepared: PredictionInputs, metrics: Any, n_labelled: int) 
     return f"{prepared.validation}: {n_labelled} labelled patients{note}"
 
 
-def fail(session: so.Session, row: Prediction, message: str) -> Prediction:
-    """Mark a prediction failed with a readable message."""
-    row.status = "FAILURE"
-    row.phase = "failed"
-    row.error = message[:4000]
-    row.finished_at = utcnow()
-    session.flush()
-    return row
-
-
-def fail_by_id(session: so.Session, *, prediction_id: int, message: str) -> Prediction | None:
-    """Mark a prediction failed, if it still exists and has not ended."""
-    row = session.get(Prediction, prediction_id, with_for_update=True)
-    if row is None or row.status in DONE:
-        return None
-    return fail(session, row, message)
-
-
-def fail_stale(session: so.Session, *, older_than: dt.timedelta) -> list[Prediction]:
-    """Fail predictions that claim to run but have not changed for longer than any may take."""
-    stale = session.scalars(
-        sa.select(Prediction).where(
-            Prediction.status.in_(RUNNING), Prediction.updated_at < utcnow() - older_than
-        )
-    ).all()
-    return [fail(session, row, LOST_MESSAGE) for row in stale]
-
-
-def fail_orphaned(session: so.Session, *, worker: str) -> list[Prediction]:
-    """Fail predictions a worker of this name left running: it just started, so it runs none."""
-    orphaned = session.scalars(
-        sa.select(Prediction).where(Prediction.status.in_(RUNNING), Prediction.worker == worker)
-    ).all()
-    return [fail(session, row, LOST_MESSAGE) for row in orphaned]
-
-
 # --- events -------------------------------------------------------------------------------------
 
 
@@ -400,31 +331,30 @@ def publish(row: Prediction | PredictionJob, **payload: Any) -> None:
     events.publish(events.PREDICTION_STATUS, body, user_id=row.user_id)
 
 
-def publish_complete(row: Prediction) -> None:
-    """Announce a finished prediction with its whole result."""
-    body = to_read(row).model_dump(mode="json")
-    publish(row, status=row.status, phase=row.phase, complete=True, prediction=body)
+def _announce(_session: so.Session, row: Prediction) -> None:
+    """Publish a prediction's state: its whole result once done, its error once failed."""
+    if row.status == "SUCCESS":
+        body = to_read(row).model_dump(mode="json")
+        publish(row, status=row.status, phase=row.phase, complete=True, prediction=body)
+    elif row.status == "FAILURE":
+        error = row.error or "Prediction failed"
+        publish(row, status=row.status, phase=row.phase, failed=True, error=error)
+    elif row.status == lifecycle.PENDING:  # sent again after its message was lost
+        publish(row, status=row.status, phase=row.phase, requeued=True)
+    else:
+        publish(row, status=row.status, phase=row.phase)
 
 
-def publish_failed(row: Prediction) -> None:
-    """Announce a failed prediction with its readable message."""
-    error = row.error or "Prediction failed"
-    publish(row, status=row.status, phase=row.phase, failed=True, error=error)
-
-
-def publish_requeued(row: Prediction) -> None:
-    """Announce a prediction sent again after its message was lost."""
-    publish(row, status=row.status, phase=row.phase, requeued=True)
-
-
-# Predictions whose broker message was lost before any worker took it (shared/lost_messages.py).
-LIFECYCLE = lost_messages.Lifecycle(
+PREDICTION = lifecycle.Kind(
     name="prediction",
     table=Prediction,
     task=jobs.PREDICT,
-    id_prefix=TASK_ID_PREFIX,
-    lost_message=QUEUE_LOST_MESSAGE,
-    fail=fail,
-    announce_requeued=publish_requeued,
-    announce_failed=publish_failed,
+    id_prefix="prediction",
+    lost_message=LOST_MESSAGE,
+    queue_lost_message=QUEUE_LOST_MESSAGE,
+    announce=_announce,
+    on_start=lifecycle.phase("loading"),
+    on_success=lifecycle.phase("complete"),
+    on_failure=lifecycle.phase("failed"),
+    beats=True,
 )

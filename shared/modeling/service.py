@@ -8,17 +8,17 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from shared import jobs
+from shared import lifecycle
 from shared.collections import service as collection_service
 from shared.db import owned
-from shared.errors import InvalidInput, ServiceUnavailable
+from shared.errors import InvalidInput
 from shared.extractions import service as extraction_service
 from shared.labels import service as label_service
 from shared.labels.models import LabelCategory
 from shared.modeling import dataset, grids, runs
 from shared.modeling.models import TrainedModel, TrainingRun
 from shared.modeling.plan import TrainingInputError, plan
-from shared.modeling.schemas import ModelRead, TrainRequest, not_a_number_as_text
+from shared.modeling.schemas import TrainRequest
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def start_training(
     session.flush()
     suffix = f"_{collection.id}" if collection else ""
     run.training_id = f"train_{extraction.id}{suffix}_{run.id}"
-    run.task_id = runs.LIFECYCLE.task_id(run)  # the Celery id its message will carry
+    run.task_id = runs.TRAINING.task_id(run)  # the Celery id its message will carry
     session.flush()
     return run
 
@@ -154,69 +154,5 @@ def _positive_class(category: LabelCategory, labels: dataset.StoredLabels) -> st
 
 
 def enqueue(session: so.Session, *, run: TrainingRun) -> None:
-    """Queue the run (its row id only); if the broker is down, fail it and say so."""
-    try:
-        jobs.send(jobs.TRAIN_MODEL, run.id, task_id=runs.LIFECYCLE.task_id(run))
-    except Exception as exc:  # any broker error: the row must not stay PENDING forever
-        log.error("training run %s: queueing failed: %s", run.id, exc)
-        runs.fail(session, run=run, message="Could not queue the training (broker down)")
-        session.commit()
-        raise ServiceUnavailable("The task queue is unavailable; try again later") from exc
-
-
-def to_read(session: so.Session, models: list[TrainedModel]) -> list[ModelRead]:
-    """Format models with their outcome's type and name (one query for all)."""
-    if not models:
-        return []  # most albums have none: no query for their outcomes
-    ids = {m.label_category_id for m in models}
-    categories = {
-        row.id: row
-        for row in session.execute(
-            sa.select(LabelCategory.id, LabelCategory.label_type, LabelCategory.name).where(
-                LabelCategory.id.in_(ids)
-            )
-        )
-    }
-    return [_read(model, categories[model.label_category_id]) for model in models]
-
-
-def _read(model: TrainedModel, category: sa.Row) -> ModelRead:
-    """Format one model."""
-    training = not_a_number_as_text(model.training_metrics)
-    test = not_a_number_as_text(model.test_metrics)
-    return ModelRead(
-        id=model.id,
-        created_at=model.created_at,
-        updated_at=model.updated_at,
-        name=model.name,
-        best_algorithm=model.best_algorithm,
-        data_splitting_type=model.data_splitting_type,
-        train_test_split_type=model.train_test_split_type,
-        training_validation=model.training_validation,
-        test_validation=model.test_validation,
-        best_data_normalization=model.best_data_normalization,
-        feature_selection=model.feature_selection,
-        feature_names=model.feature_names,
-        training_patient_ids=model.training_patient_ids,
-        test_patient_ids=model.test_patient_ids,
-        model_path=model.artifact_path,
-        training_metrics=training,
-        test_metrics=test,
-        test_predictions=model.test_predictions,
-        test_predictions_probabilities=model.test_predictions_probabilities,
-        test_bootstrap_values=not_a_number_as_text(model.test_bootstrap_values),
-        test_scores_values=not_a_number_as_text(model.test_scores_values),
-        patients_left_out=len(model.left_out_patients or []),
-        dropped_patients=model.dropped_patients or [],
-        hyperparameters=model.hyperparameters,
-        selection_cv_metrics=not_a_number_as_text(model.selection_cv_metrics),
-        evaluation=not_a_number_as_text(model.evaluation),
-        user_id=model.user_id,
-        album_id=model.album_id,
-        feature_extraction_id=model.feature_extraction_id,
-        feature_collection_id=model.feature_collection_id,
-        type=category.label_type,
-        label_category=category.name,
-        training_metrics_alias=training,
-        test_metrics_alias=test,
-    )
+    """Queue the run (its row id only); if the broker is down, fail it and say so (503)."""
+    lifecycle.enqueue(session, runs.TRAINING, [run])

@@ -162,7 +162,7 @@ def test_startup_recovery_finishes_and_announces(live_db, worker_code, owner, se
         connection.execute(
             sa.update(ExtractionTask).where(ExtractionTask.id == lost).values(updated_at=long_ago)
         )
-    celery_app._recover_lost_studies()  # what a worker runs when it becomes ready
+    celery_app._recover_lost_jobs()  # what a worker runs when it becomes ready
 
     finished, credential, statuses = state(live_db, extraction_id, credential_id)
     assert statuses == ["SUCCESS", "FAILURE"]

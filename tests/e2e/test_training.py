@@ -30,12 +30,12 @@ import redis
 import sqlalchemy as sa
 
 from devkit.synthetic import PatientTruth, write_cohort
-from shared import events, jobs
+from shared import events, jobs, lifecycle
 from shared.clinical import service as clinical_service
 from shared.clinical.schemas import DefinitionSpec
 from shared.db.session import session_scope
 from shared.imaging.factory import local_albums_root
-from shared.modeling import predictions, runs
+from shared.modeling import predictions
 from shared.modeling import service as model_service
 from shared.modeling.models import ModelArtifactChunk, Prediction, TrainedModel, TrainingRun
 from shared.modeling.schemas import TrainRequest
@@ -646,7 +646,7 @@ def test_a_training_on_a_lost_host_fails_readably_and_runs_again(
     def kill() -> list[int]:
         with live_db.connect() as connection:
             (node,) = connection.execute(
-                sa.select(TrainingRun.worker).where(TrainingRun.status.in_(runs.RUNNING))
+                sa.select(TrainingRun.worker).where(TrainingRun.status.in_(lifecycle.RUNNING))
             ).scalars()
         killed["node"] = node
         victims = node_pids(node)
@@ -659,7 +659,7 @@ def test_a_training_on_a_lost_host_fails_readably_and_runs_again(
     final = outcome["final"]
     assert final.status == "FAILURE" and final.worker == killed["node"]
     assert f"({killed['node']}) stopped unexpectedly" in final.error
-    assert "Start the training again" in final.error
+    assert "Start the training run again" in final.error
 
     # Every worker of a deployment shares one .env: the same heartbeat and silence settings.
     start_worker(

@@ -1,4 +1,6 @@
-"""Worker-side extraction rules: claiming, retries after a crash, stale tasks, credentials."""
+"""Worker-side extraction rules of a study's own: its inputs, its credential, the extraction's
+end, the order of queueing, and the orphan sweep. The rules every job shares (attempts, refusals,
+sweeps) are tested on studies in test_lifecycle.py."""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ import datetime as dt
 
 import sqlalchemy as sa
 
+from shared import lifecycle
 from shared.db.base import utcnow
-from shared.extractions import flows, runs, service
+from shared.extractions import completion, flows, runs, service
 from shared.extractions.models import ExtractionTask, FeatureExtraction, WorkerCredential
 from shared.imaging.source import StudyInfo
 from tests.support.factories import new_extraction
@@ -25,35 +28,22 @@ def make_extraction(
     )
 
 
+def claim(db, task: ExtractionTask, celery_id: str | None = None) -> runs.StudyJob:
+    """Claim a study for its message (or `celery_id`) and read its inputs, as the worker does."""
+    claimed = lifecycle.claim(
+        db, runs.STUDY, row_id=task.id, celery_id=celery_id or task.task_id, worker="w@a"
+    )
+    assert claimed is task
+    return runs.study_job(db, task)
+
+
 def test_claim_marks_started_and_returns_plain_inputs(db):
     extraction = make_extraction(db)
     task = extraction.tasks[0]
-    job = runs.claim(db, task_row_id=task.id, celery_id="celery-1")
-    assert job is not None and job.study_uid == "1.2.3.0" and job.attempt == 1
-    assert task.status == "STARTED" and task.task_id == "celery-1"
+    job = claim(db, task)
+    assert job.study_uid == "1.2.3.0" and job.attempt == 1 and job.extraction_id == extraction.id
+    assert task.status == "STARTED"
     assert job.credential is None
-
-
-def test_redelivered_task_is_retried_then_failed(db):
-    task = make_extraction(db).tasks[0]
-    # The broker hands the same message (same Celery id) out again after each crash.
-    assert runs.claim(db, task_row_id=task.id, celery_id="a").attempt == 1
-    assert runs.claim(db, task_row_id=task.id, celery_id="a").attempt == 2  # after a crash
-    refused = runs.claim(db, task_row_id=task.id, celery_id="a")  # no endless loop
-    assert refused == runs.Refused(task.id, task.feature_extraction_id, failed_now=True)
-    assert task.status == "FAILURE"
-    assert "stopped unexpectedly" in task.error
-
-
-def test_ended_or_cancelled_tasks_are_not_claimed(db):
-    extraction = make_extraction(db)
-    done = extraction.tasks[0]
-    done.status = "SUCCESS"
-    db.flush()
-    refused = runs.claim(db, task_row_id=done.id, celery_id="x")
-    assert refused == runs.Refused(done.id, extraction.id, failed_now=False)
-    assert done.status == "SUCCESS"
-    assert runs.claim(db, task_row_id=987654321, celery_id="x") is None
 
 
 def test_a_cancel_between_reading_and_updating_a_task_is_a_cancel(db):
@@ -71,30 +61,13 @@ def test_extraction_finishes_when_every_study_ended_even_with_failures(db):
     extraction = make_extraction(db, n=2)
     first, second = extraction.tasks
     runs.succeed(db, task_row_id=first.id, patient_id="P0", warnings=[])
-    assert runs.finish_if_done(db, extraction_id=extraction.id) is None
-    runs.fail(db, task=second, message="No contours")
-    finished = runs.finish_if_done(db, extraction_id=extraction.id)
+    assert completion.finish_if_done(db, extraction_id=extraction.id) is None
+    lifecycle.fail(db, runs.STUDY, second, "No contours")
+    finished = completion.finish_if_done(db, extraction_id=extraction.id)
     assert finished is not None and finished.finished_at is not None
     status = service.compute_status(finished)
     assert status.ready and status.failed and not status.successful
-    assert runs.finish_if_done(db, extraction_id=extraction.id) is None  # only once
-
-
-def test_stale_running_tasks_are_failed(db):
-    extraction = make_extraction(db, n=2)
-    stale, fresh = extraction.tasks
-    runs.claim(db, task_row_id=stale.id, celery_id="a")
-    runs.claim(db, task_row_id=fresh.id, celery_id="b")
-    db.execute(
-        sa.update(ExtractionTask)
-        .where(ExtractionTask.id == stale.id)
-        .values(updated_at=utcnow() - dt.timedelta(hours=5))
-    )
-    db.expire_all()
-    failed = runs.fail_stale(db, older_than=dt.timedelta(hours=3))
-    assert [task.id for task in failed] == [stale.id]
-    assert db.get(ExtractionTask, stale.id).status == "FAILURE"
-    assert db.get(ExtractionTask, fresh.id).status == "STARTED"
+    assert completion.finish_if_done(db, extraction_id=extraction.id) is None  # only once
 
 
 def test_credential_is_looked_up_by_id_and_dropped_at_the_end(db):
@@ -109,10 +82,10 @@ def test_credential_is_looked_up_by_id_and_dropped_at_the_end(db):
     db.add(credential)
     db.flush()
     extraction = make_extraction(db, n=1, credential_id=credential.id)
-    job = runs.claim(db, task_row_id=extraction.tasks[0].id, celery_id="a")
+    job = claim(db, extraction.tasks[0])
     assert job.credential == "s3cret"
     runs.succeed(db, task_row_id=extraction.tasks[0].id, patient_id="P0", warnings=[])
-    runs.finish_if_done(db, extraction_id=extraction.id)
+    completion.finish_if_done(db, extraction_id=extraction.id)
     assert db.get(WorkerCredential, credential.id) is None
     assert extraction.credential_id is None
 
@@ -128,7 +101,7 @@ def test_expired_credential_is_not_used(db):
     db.add(credential)
     db.flush()
     extraction = make_extraction(db, n=1, credential_id=credential.id)
-    assert runs.claim(db, task_row_id=extraction.tasks[0].id, celery_id="a").credential is None
+    assert claim(db, extraction.tasks[0]).credential is None
 
 
 def _study(uid: str, instances: int | None) -> StudyInfo:
@@ -141,7 +114,7 @@ def test_largest_studies_are_queued_first(db, monkeypatch):
     studies = [_study("a", 120), _study("b", None), _study("c", 480), _study("d", 120)]
     extraction = make_extraction(db, studies=studies)
     sent: list[int] = []
-    monkeypatch.setattr(flows.jobs, "send", lambda name, row_id, task_id: sent.append(row_id))
+    monkeypatch.setattr(lifecycle.jobs, "send", lambda name, row_id, task_id: sent.append(row_id))
     flows.enqueue(db, extraction=extraction)
     by_id = {task.id: task.study_uid for task in extraction.tasks}
     # Biggest first; equal counts keep the album's order; unknown counts go last.
@@ -151,36 +124,28 @@ def test_largest_studies_are_queued_first(db, monkeypatch):
 def test_orphan_is_requeued_once_and_the_dead_workers_copy_is_refused(db):
     extraction = make_extraction(db, n=4)
     orphan, live, held_by_dead, queued = extraction.tasks
-    runs.claim(db, task_row_id=orphan.id, celery_id="dead-worker-copy")
-    runs.claim(db, task_row_id=live.id, celery_id="live-copy")
+    claim(db, orphan)  # its worker dies
+    dead_copy = orphan.task_id
+    claim(db, live)
     held = {held_by_dead.task_id}  # delivered to the dead worker, never claimed
-    candidates = runs.orphan_candidates(db, held=held)
+    candidates = completion.candidates_of_orphans(db, held=held)
     assert candidates == [orphan.id, live.id, held_by_dead.id]  # not the queued one
 
-    alive = {"live-copy"}  # what the live workers execute or hold
-    assert runs.requeue_orphan(db, task_row_id=live.id, live=alive) is None
+    alive = {live.task_id}  # what the live workers execute or hold
+    assert completion.requeue_orphan(db, task_row_id=live.id, live=alive) is None
     old_held_id = held_by_dead.task_id
-    assert runs.requeue_orphan(db, task_row_id=held_by_dead.id, live=alive) is held_by_dead
+    assert completion.requeue_orphan(db, task_row_id=held_by_dead.id, live=alive) is held_by_dead
     assert held_by_dead.status == "PENDING" and held_by_dead.task_id != old_held_id
-    requeued = runs.requeue_orphan(db, task_row_id=orphan.id, live=alive)
+    requeued = completion.requeue_orphan(db, task_row_id=orphan.id, live=alive)
     assert requeued is orphan and orphan.status == "PENDING"
     new_id = orphan.task_id
-    assert new_id != "dead-worker-copy"
-    assert runs.orphan_candidates(db, held=held) == [live.id]  # each is re-queued once
+    assert new_id != dead_copy
+    assert completion.candidates_of_orphans(db, held=held) == [live.id]  # each is re-queued once
     assert queued.status == "PENDING"
 
-    job = runs.claim(db, task_row_id=orphan.id, celery_id=new_id)
+    job = claim(db, orphan, new_id)
     assert job.attempt == 2  # the crash counted
     # Hours later the broker hands out the dead worker's message: it must not fail the study.
-    stale = runs.claim(db, task_row_id=orphan.id, celery_id="dead-worker-copy")
-    assert stale == runs.Refused(orphan.id, extraction.id, failed_now=False)
+    stale = lifecycle.claim(db, runs.STUDY, row_id=orphan.id, celery_id=dead_copy, worker="w@b")
+    assert stale == lifecycle.Refused(orphan.id, failed_now=False, parent_id=extraction.id)
     assert orphan.status == "STARTED" and orphan.attempts == 2
-
-
-def test_the_claim_names_the_worker_of_each_attempt(db):
-    task = make_extraction(db).tasks[0]
-    runs.claim(db, task_row_id=task.id, celery_id="a", worker="extraction@host-b")
-    assert task.worker == "extraction@host-b"
-    # Host B died; the study's message went to host A's worker: the row names A now.
-    runs.claim(db, task_row_id=task.id, celery_id="a", worker="extraction@host-a")
-    assert task.worker == "extraction@host-a" and task.attempts == 2

@@ -1,5 +1,6 @@
-"""Issue #15 §9: a training run or a prediction whose broker message was lost before any worker
-took it is sent again once, then failed with a readable message and a failure event.
+"""Issue #15 §9: a job (a study, a training run, a prediction) whose broker message was lost
+before any worker took it is sent again once, then failed with a readable message and a failure
+event (issue #14 §4: the studies come from the same sweep).
 
 Real Redis (the test broker and Socket.IO queue) and MariaDB; no worker listens, so messages
 stay where the test puts them. The sweep is the workers' own (`sweep_lost_messages`).
@@ -9,59 +10,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 
 import pytest
-import redis
 import sqlalchemy as sa
 
-from shared import events, jobs, lost_messages
+from shared import events, jobs, lifecycle, lost_messages
+from shared.extractions import runs as study_runs
 from shared.modeling import predictions, runs
 from shared.modeling.models import Prediction, TrainingRun
-from tests.support.factories import make_extraction, make_outcome
+from tests.support.broker import UNACKED_TAG
+from tests.support.factories import make_extraction, make_outcome, new_extraction
 from tests.webapp.test_models_api import PATIENTS, classification_model
 from workers.celery_app import broker_task_ids, sweep_lost_messages
 
 AFTER = 120  # the default LOST_MESSAGE_AFTER_SECONDS: rows are aged past it by hand
-UNACKED_TAG = "qi2-test-lost-messages"  # this test's entry in the broker's delivered set
-
-
-@pytest.fixture
-def broker(settings):
-    """The broker's training and prediction queues, emptied around the test."""
-    client = redis.Redis.from_url(settings.celery_broker_url)
-    keys = (jobs.TRAINING_QUEUE, jobs.PREDICTION_QUEUE)
-    client.delete(*keys)
-    yield client
-    client.delete(*keys)
-    client.hdel("unacked", UNACKED_TAG)
-    client.close()
-
-
-@pytest.fixture
-def published(settings):
-    """Every Socket.IO event published meanwhile, as (event, room, data)."""
-    client = redis.Redis.from_url(settings.socket_message_queue)
-    pubsub = client.pubsub()
-    pubsub.subscribe(settings.socketio_channel)
-    pubsub.get_message(timeout=1)  # the subscription's confirmation
-    seen: list[tuple[str, str, dict]] = []
-
-    def read() -> list[tuple[str, str, dict]]:
-        deadline = time.monotonic() + 0.5
-        while time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=0.1)
-            if message and message["type"] == "message":
-                body = json.loads(message["data"])
-                data = body["data"]  # the emit's arguments: one payload
-                seen.append(
-                    (body["event"], body["room"], data[0] if isinstance(data, list) else data)
-                )
-        return seen
-
-    yield read
-    pubsub.close()
-    client.close()
 
 
 @pytest.fixture
@@ -84,7 +46,7 @@ def jobs_rows(db):
     )
     db.add(run)
     db.flush()
-    run.task_id = runs.LIFECYCLE.task_id(run)
+    run.task_id = runs.TRAINING.task_id(run)
     prediction = predictions.start(
         db, user_id="user-bob", model_id=model.id, extraction_id=extraction.id
     )
@@ -114,7 +76,7 @@ def test_a_lost_message_is_sent_again_once_then_the_job_fails(db, broker, publis
     run, prediction = jobs_rows
     # Queued as the web edge does; then the broker loses both messages (e.g. a flushed Redis).
     jobs.send(jobs.TRAIN_MODEL, run.id, task_id=run.task_id)
-    jobs.send(jobs.PREDICT, prediction.id, task_id=predictions.LIFECYCLE.task_id(prediction))
+    jobs.send(jobs.PREDICT, prediction.id, task_id=predictions.PREDICTION.task_id(prediction))
     age(db, run, prediction)
     assert sweep_lost_messages() == {"requeued": [], "failed": []}  # both still queued
     broker.delete(jobs.TRAINING_QUEUE, jobs.PREDICTION_QUEUE)
@@ -168,7 +130,7 @@ def test_jobs_held_by_a_worker_waiting_or_fresh_are_left_alone(db, broker, jobs_
     # The run's message was handed to a worker (the delivered set, as kombu keeps it).
     message = {"headers": {"id": run.task_id}, "properties": {}}
     broker.hset("unacked", UNACKED_TAG, json.dumps([message, "", jobs.TRAINING_QUEUE]))
-    waiting = predictions.LIFECYCLE.task_id(prediction)
+    waiting = predictions.PREDICTION.task_id(prediction)
     jobs.send(jobs.PREDICT, prediction.id, task_id=waiting)  # waiting its turn
     age(db, run, prediction)
     assert broker_task_ids([jobs.PREDICTION_QUEUE]) >= {run.task_id, waiting}
@@ -176,24 +138,54 @@ def test_jobs_held_by_a_worker_waiting_or_fresh_are_left_alone(db, broker, jobs_
     broker.delete(jobs.PREDICTION_QUEUE)
     broker.hdel("unacked", UNACKED_TAG)
     fresh = lost_messages.candidates(
-        db, predictions.LIFECYCLE, older_than=dt.timedelta(seconds=10**6)
+        db, predictions.PREDICTION, older_than=dt.timedelta(seconds=10**6)
     )
     assert fresh == []  # unchanged for less than the delay: not a candidate yet
 
 
 def test_an_older_copy_of_a_job_sent_again_is_refused(db, jobs_rows):
     run, prediction = jobs_rows
-    old_run, old_prediction = run.task_id, predictions.LIFECYCLE.task_id(prediction)
+    old_run, old_prediction = run.task_id, predictions.PREDICTION.task_id(prediction)
     run.task_id, prediction.task_id = f"{old_run}-r1", f"{old_prediction}-r1"  # sent again
     db.commit()
-    assert runs.claim(db, run_id=run.id, celery_id=old_run) is None
-    assert (
-        predictions.claim(db, prediction_id=prediction.id, celery_id=old_prediction, worker="w")
-        is None
-    )
-    assert isinstance(runs.claim(db, run_id=run.id, celery_id=run.task_id), runs.RunJob)
-    claimed = predictions.claim(
-        db, prediction_id=prediction.id, celery_id=prediction.task_id, worker="w"
-    )
-    assert isinstance(claimed, predictions.PredictionJob)
+    for kind, row, old in (
+        (runs.TRAINING, run, old_run),
+        (predictions.PREDICTION, prediction, old_prediction),
+    ):
+        assert lifecycle.claim(db, kind, row_id=row.id, celery_id=old, worker="w") == (
+            lifecycle.Refused(row.id, failed_now=False)
+        )
+        assert row.status == "PENDING" and row.attempts == 0  # the old copy counted nothing
+        assert lifecycle.claim(db, kind, row_id=row.id, celery_id=row.task_id, worker="w") is row
     assert db.get(Prediction, prediction.id).status == "STARTED"
+
+
+def test_a_lost_study_is_sent_again_once_then_fails_and_its_extraction_finishes(
+    db, broker, published
+):
+    extraction = new_extraction(db, user_id="user-bob", patients=["P9"])
+    (study,) = extraction.tasks
+    db.commit()
+    jobs.send(jobs.EXTRACT_STUDY, study.id, task_id=study.task_id)
+    age(db, study)
+    assert sweep_lost_messages() == {"requeued": [], "failed": []}  # still queued
+    broker.delete(jobs.EXTRACTION_QUEUE)
+
+    assert sweep_lost_messages() == {"requeued": [f"study {study.id}"], "failed": []}
+    db.refresh(study)
+    assert (study.status, study.requeues) == ("PENDING", 1)
+    assert queued_ids(broker, jobs.EXTRACTION_QUEUE) == [study.task_id]
+
+    broker.delete(jobs.EXTRACTION_QUEUE)  # lost again
+    age(db, study)
+    assert sweep_lost_messages() == {"requeued": [], "failed": [f"study {study.id}"]}
+    db.refresh(study)
+    db.refresh(extraction)
+    assert study.status == "FAILURE" and "lost its message" in study.error
+    assert extraction.finished_at is not None  # its last study ended: the extraction too
+    seen = published()
+    studies = [d for e, _, d in seen if e == events.FEATURE_STATUS]
+    assert studies[-1]["status"] == "FAILURE" and studies[-1]["status_message"] == study.error
+    final = [d for e, _, d in seen if e == events.EXTRACTION_STATUS and "tasks" in d]
+    assert len(final) == 1 and final[0]["id"] == extraction.id
+    assert study_runs.STUDY.queue == jobs.EXTRACTION_QUEUE

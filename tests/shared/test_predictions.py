@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared import lifecycle
 from shared.labels import service as label_service
 from shared.modeling import predictions
 from tests.support.factories import make_extraction, make_outcome
@@ -17,9 +18,10 @@ def started(db, model, extraction) -> predictions.PredictionJob:
     row = predictions.start(
         db, user_id=model.user_id, model_id=model.id, extraction_id=extraction.id
     )
-    job = predictions.claim(db, prediction_id=row.id, celery_id=row.task_id, worker="w@h")
-    assert isinstance(job, predictions.PredictionJob)
-    return job
+    kind = predictions.PREDICTION
+    claimed = lifecycle.claim(db, kind, row_id=row.id, celery_id=kind.task_id(row), worker="w@h")
+    assert claimed is row and row.phase == "loading"
+    return predictions.prediction_job(db, row)
 
 
 def test_on_the_models_own_album_its_training_patients_are_left_out_of_the_metrics(db):

@@ -109,8 +109,8 @@ def test_the_environment_read_pattern_catches_reads():
 
 def test_a_training_is_lost_after_the_lost_message_delay_with_8_beats_in_it(clean_env):
     settings = Settings()
-    assert settings.training_silent_after_seconds == 120
-    assert settings.training_heartbeat_seconds == 15
+    assert settings.silent_after_seconds == 120
+    assert settings.heartbeat_seconds == 15
     clean_env.setenv("LOST_MESSAGE_AFTER_SECONDS", "10")
     fast = Settings()
-    assert fast.training_silent_after_seconds == 10 and fast.training_heartbeat_seconds == 1.25
+    assert fast.silent_after_seconds == 10 and fast.heartbeat_seconds == 1.25

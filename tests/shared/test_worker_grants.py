@@ -17,10 +17,11 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from click.testing import CliRunner
 
+from shared import lifecycle
 from shared.db import migrate
 from shared.db.grants import WORKER_PRIVILEGES, worker_grant_statements
 from shared.db.session import make_engine
-from shared.extractions import runs
+from shared.extractions import completion, runs
 from shared.extractions.models import ExtractionTask, FeatureExtraction, FeatureVector
 from shared.features import storage
 from tests.support.mariadb import MYSQL, admin
@@ -113,8 +114,8 @@ def test_the_worker_user_does_what_an_extraction_worker_does(database: str, work
                 )
                 runs.succeed(session, task_row_id=task_ids[0], patient_id="P1", warnings=[])
         with so.Session(as_worker) as session, session.begin():
-            runs.fail_by_id(session, task_row_id=task_ids[1], message="no ROI")
-            runs.finish_if_done(session, extraction_id=extraction_id)
+            lifecycle.fail_by_id(session, runs.STUDY, row_id=task_ids[1], message="no ROI")
+            completion.finish_if_done(session, extraction_id=extraction_id)
         with so.Session(root) as session:
             count = session.scalar(sa.select(sa.func.count()).select_from(FeatureVector))
             statuses = session.scalars(

@@ -11,7 +11,7 @@ from pydantic import RootModel, ValidationError
 from spectree import Response as Resp
 
 from shared.errors import InvalidInput, NotFound
-from shared.modeling import compare, results, service
+from shared.modeling import compare, read, results, service
 from shared.modeling.models import TrainedModel
 from shared.modeling.schemas import (
     FeatureImportances,
@@ -71,7 +71,7 @@ def list_models(album_id: str) -> list[dict[str, Any]]:
     """M1: the caller's models of an album (every extraction)."""
     session = get_session()
     models = service.list_for_album(session, user_id=current_user().user_id, album_id=album_id)
-    return dump_all(service.to_read(session, models))
+    return dump_all(read.to_read(session, models))
 
 
 @bp.post("/models/<album_id>")
@@ -95,7 +95,7 @@ def delete_model(model_id: int) -> dict[str, Any]:
     """M3: delete a model with its stored pipeline (one transaction); return it as it was."""
     session = get_session()
     model = _owned(model_id)
-    (body,) = service.to_read(session, [model])
+    (body,) = read.to_read(session, [model])
     service.delete(session, model=model)
     session.commit()
     return dump(body)

@@ -11,13 +11,13 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import sqlalchemy.orm as so
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared import jobs, runtime
-from shared.db.retry import retry_transient
-from shared.db.session import session_scope
+from shared import jobs, lifecycle, runtime
 from shared.errors import DomainError, NotFound
-from shared.extractions import completion, notify, runs
+from shared.extractions import completion, runs
+from shared.extractions.models import ExtractionTask
 from shared.features import storage
 from shared.imaging.factory import image_source
 from shared.imaging.source import CONTOUR_MODALITIES, ImageSource
@@ -37,37 +37,20 @@ class Cancelled(Exception):
 @app.task(name=jobs.EXTRACT_STUDY, bind=True)
 def extract_study(self, task_row_id: int) -> str:
     """Extract the features of one study of an extraction."""
-    claimed = retry_transient(
-        lambda: _claim(task_row_id, self.request.id, self.request.hostname),
-        what=f"task {task_row_id}: claim",
-    )
+    claimed = lifecycle.start(runs.STUDY, task_row_id, self.request, job=runs.study_job)
     if claimed is None:
         log.info("task %s: nothing to do (cancelled)", task_row_id)
         return "skipped"
-    if isinstance(claimed, runs.Refused):
-        return _refused(claimed)
+    if isinstance(claimed, lifecycle.Refused):
+        log.info("task %s: not run (ended, superseded or out of attempts)", task_row_id)
+        # The crash may have come between the study's end and the extraction's.
+        completion.finish(claimed.parent_id)
+        return "failure" if claimed.failed_now else "skipped"
     try:
         return _attempt(claimed)
     finally:
         # Every path that may have ended the last study finishes the extraction here.
         completion.finish(claimed.extraction_id)
-
-
-def _claim(
-    task_row_id: int, celery_id: str | None, worker: str | None
-) -> runs.StudyJob | runs.Refused | None:
-    """Claim the study in its own unit of work, naming the worker node that runs it."""
-    with session_scope() as session:
-        return runs.claim(session, task_row_id=task_row_id, celery_id=celery_id, worker=worker)
-
-
-def _refused(refused: runs.Refused) -> str:
-    """Announce a study failed for too many attempts; finish its extraction if it was the last."""
-    log.info("task %s: not run (ended, or out of attempts)", refused.task_row_id)
-    if refused.failed_now:
-        completion.announce_studies([refused.task_row_id])
-    completion.finish(refused.extraction_id)
-    return "failure" if refused.failed_now else "skipped"
 
 
 def _attempt(job: runs.StudyJob) -> str:
@@ -100,34 +83,30 @@ def _run(job: runs.StudyJob) -> None:
         result = pipeline.extract_study(study_dir, config, job.rois)
     # Storing is idempotent (a study's vectors are replaced), so a database restart while
     # storing costs a retry, not the computed study.
-    retry_transient(lambda: _store(job, result), what=f"task {job.task_row_id}: store")
+    lifecycle.change(
+        runs.STUDY, job.task_row_id, lambda session: _store(session, job, result), what="store"
+    )
 
 
-def _store(job: runs.StudyJob, result: pipeline.StudyExtraction) -> None:
-    """Store the study's vectors and mark it done, in one transaction; then announce it."""
-    with session_scope() as session:
-        vectors = [
-            storage.VectorIn(modality=v.modality, roi=v.roi, names=v.names, values=v.values)
-            for v in result.vectors
-        ]
-        if runs.progress(session, task_row_id=job.task_row_id, step=2, message="Storing") is None:
-            raise Cancelled
-        try:
-            storage.store_study_vectors(
-                session, extraction_id=job.extraction_id, task_id=job.task_row_id, vectors=vectors
-            )
-        except NotFound as exc:  # the task row was deleted: the extraction was cancelled
-            raise Cancelled from exc
-        task = runs.succeed(
-            session,
-            task_row_id=job.task_row_id,
-            patient_id=result.patient_id,
-            warnings=result.warnings,
+def _store(
+    session: so.Session, job: runs.StudyJob, result: pipeline.StudyExtraction
+) -> ExtractionTask | None:
+    """Store the study's vectors and mark it done, in the caller's one transaction."""
+    vectors = [
+        storage.VectorIn(modality=v.modality, roi=v.roi, names=v.names, values=v.values)
+        for v in result.vectors
+    ]
+    if runs.progress(session, task_row_id=job.task_row_id, step=2, message="Storing") is None:
+        raise Cancelled
+    try:
+        storage.store_study_vectors(
+            session, extraction_id=job.extraction_id, task_id=job.task_row_id, vectors=vectors
         )
-        session.flush()
-        if task is not None:
-            session.commit()
-            notify.study_changed(session, task, job.user_id)
+    except NotFound as exc:  # the task row was deleted: the extraction was cancelled
+        raise Cancelled from exc
+    return runs.succeed(
+        session, task_row_id=job.task_row_id, patient_id=result.patient_id, warnings=result.warnings
+    )
 
 
 def _fetch(job: runs.StudyJob, config: ExtractionConfig, dest: Path) -> Path:
@@ -154,29 +133,18 @@ def _download(source: ImageSource, job: runs.StudyJob, uids: list[str], dest: Pa
 
 def _step(job: runs.StudyJob, step: int, message: str) -> None:
     """Record and announce a step; stop when the extraction was cancelled."""
-    retry_transient(lambda: _record_step(job, step, message), what=f"task {job.task_row_id}: step")
-
-
-def _record_step(job: runs.StudyJob, step: int, message: str) -> None:
-    """Record and announce a step in its own unit of work."""
-    with session_scope() as session:
-        task = runs.progress(session, task_row_id=job.task_row_id, step=step, message=message)
-        if task is None:
-            raise Cancelled
-        session.commit()
-        notify.study_changed(session, task, job.user_id)
+    recorded = lifecycle.change(
+        runs.STUDY,
+        job.task_row_id,
+        lambda session: runs.progress(
+            session, task_row_id=job.task_row_id, step=step, message=message
+        ),
+        what="step",
+    )
+    if not recorded:
+        raise Cancelled
 
 
 def _fail(job: runs.StudyJob, message: str) -> None:
-    """Record a failed study with its readable message."""
-    log.warning("task %s: study %s failed: %s", job.task_row_id, job.study_uid, message)
-    retry_transient(lambda: _record_failure(job, message), what=f"task {job.task_row_id}: fail")
-
-
-def _record_failure(job: runs.StudyJob, message: str) -> None:
-    """Record the failure and announce it in its own unit of work."""
-    with session_scope() as session:
-        task = runs.fail_by_id(session, task_row_id=job.task_row_id, message=message)
-        if task is not None:
-            session.commit()
-            notify.study_changed(session, task, job.user_id)
+    """Record a failed study with its readable message, and announce it."""
+    lifecycle.fail_job(runs.STUDY, job.task_row_id, message)

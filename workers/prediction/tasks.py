@@ -12,12 +12,13 @@ import io
 import logging
 
 import joblib
+import sqlalchemy.orm as so
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared import jobs, runtime
-from shared.db.session import session_scope
+from shared import jobs, lifecycle, runtime
 from shared.errors import DomainError
 from shared.modeling import predictions
+from shared.modeling.models import Prediction
 from shared.modeling.plan import TrainingInputError
 from workers.celery_app import app
 from workers.training import engine
@@ -29,29 +30,24 @@ log = logging.getLogger(__name__)
 @app.task(name=jobs.PREDICT, bind=True, acks_late=True)
 def run_prediction(self, prediction_id: int) -> str:
     """Run one prediction job."""
-    with session_scope() as session:
-        claimed = predictions.claim(
-            session,
-            prediction_id=prediction_id,
-            celery_id=self.request.id,
-            worker=self.request.hostname,
-        )
-        session.commit()
+    claimed = lifecycle.start(
+        predictions.PREDICTION, prediction_id, self.request, job=predictions.prediction_job
+    )
     if not isinstance(claimed, predictions.PredictionJob):
-        if claimed is not None:  # out of attempts: tell the owner
-            predictions.publish_failed(claimed)
         log.info("prediction %s: nothing to do", prediction_id)
         return "skipped"
     job = claimed
-    predictions.publish(job, status="STARTED", phase="loading")
+    settings = runtime.current().settings
     try:
-        _predict(job)
+        with lifecycle.Heartbeat(
+            predictions.PREDICTION, job.prediction_id, settings.heartbeat_seconds
+        ):
+            _predict(job)
         return "success"
     except (TrainingInputError, DomainError, ValueError) as exc:
         _fail(job, str(exc) or type(exc).__name__)
     except SoftTimeLimitExceeded:
-        limit = runtime.current().settings.prediction_task_time_limit
-        _fail(job, f"The prediction took longer than {limit} s")
+        _fail(job, f"The prediction took longer than {settings.prediction_task_time_limit} s")
     except Exception as exc:  # the message goes to the row; the traceback to the log only
         log.exception("prediction %s: unexpected error", prediction_id)
         _fail(job, f"Unexpected error during the prediction: {type(exc).__name__}: {exc}")
@@ -60,38 +56,40 @@ def run_prediction(self, prediction_id: int) -> str:
 
 def _predict(job: predictions.PredictionJob) -> None:
     """Read the inputs, predict (and validate when labelled), store and announce the result."""
-    with session_scope() as session:
-        prepared = predictions.inputs(session, job)
-        predictions.progress(session, prediction_id=job.prediction_id, phase="predicting")
-        session.commit()
-    predictions.publish(job, status="PROGRESS", phase="predicting")
-    pipeline = joblib.load(io.BytesIO(prepared.artifact))
+    prepared: list[predictions.PredictionInputs] = []
+
+    def read_inputs(session: so.Session) -> Prediction | None:
+        prepared[:] = [predictions.inputs(session, job)]
+        return predictions.progress(session, prediction_id=job.prediction_id, phase="predicting")
+
+    kind = predictions.PREDICTION
+    if not lifecycle.change(kind, job.prediction_id, read_inputs, what="read the inputs"):
+        log.info("prediction %s ended elsewhere", job.prediction_id)
+        return
+    (inputs,) = prepared
+    pipeline = joblib.load(io.BytesIO(inputs.artifact))
     result = engine.predict(
-        pipeline, prepared.kind, prepared.features, prepared.outcome, prepared.positive_class
+        pipeline, inputs.kind, inputs.features, inputs.outcome, inputs.positive_class
     )
-    with session_scope() as session:
-        row = predictions.complete(
+    stored = lifecycle.change(
+        kind,
+        job.prediction_id,
+        lambda session: predictions.complete(
             session,
             prediction_id=job.prediction_id,
-            prepared=prepared,
+            prepared=inputs,
             predictions=result.predictions,
             skipped=result.skipped,
             metrics=result.metrics,
-        )
-        if row is None:
-            log.info("prediction %s ended elsewhere; result dropped", job.prediction_id)
-            return
-        session.commit()
-        predictions.publish_complete(row)
-    log.info("prediction %s: %d patients predicted", job.prediction_id, len(result.predictions))
+        ),
+        what="store the result",
+    )
+    if stored:
+        log.info("prediction %s: %d patients predicted", job.prediction_id, len(result.predictions))
+    else:
+        log.info("prediction %s ended elsewhere; result dropped", job.prediction_id)
 
 
 def _fail(job: predictions.PredictionJob, message: str) -> None:
     """Record a failed prediction with its readable message and announce it."""
-    log.warning("prediction %s failed: %s", job.prediction_id, message)
-    with session_scope() as session:
-        row = predictions.fail_by_id(session, prediction_id=job.prediction_id, message=message)
-        if row is None:
-            return
-        session.commit()
-        predictions.publish_failed(row)
+    lifecycle.fail_job(predictions.PREDICTION, job.prediction_id, message)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 import time
 from typing import Any
 
@@ -18,13 +17,13 @@ import joblib
 from celery.exceptions import SoftTimeLimitExceeded
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-from shared import jobs, runtime
+from shared import jobs, lifecycle, runtime
+from shared.db.retry import retry_transient
 from shared.db.session import session_scope
 from shared.errors import DomainError
 from shared.modeling import flows, runs
 from shared.modeling.interface import Progress
 from shared.modeling.plan import TrainingInputError
-from shared.modeling.service import to_read
 from workers.celery_app import app
 from workers.training import engine
 
@@ -70,69 +69,36 @@ class RunProgress(Progress):
         runs.publish(self.job, **payload)
 
     def _record(self, phase: str, current: int | None, total: int | None) -> None:
-        """Write the phase and step to the run's row."""
-        with session_scope() as session:
-            runs.progress(
-                session, run_id=self.job.run_id, phase=phase, current=current, total=total
-            )
+        """Write the phase and step to the run's row (retried like every lifecycle step)."""
 
+        def unit() -> None:
+            with session_scope() as session:
+                runs.progress(
+                    session, run_id=self.job.run_id, phase=phase, current=current, total=total
+                )
 
-class Heartbeat:
-    """While a run trains, a thread writes its heartbeat: the sweep fails runs whose host died."""
-
-    def __init__(self, run_id: int, interval: float) -> None:
-        self.run_id = run_id
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        """Beat every interval until stopped or the run ended elsewhere."""
-        while not self._stop.wait(self.interval):
-            try:
-                with session_scope() as session:
-                    alive = runs.beat(session, run_id=self.run_id)
-                    session.commit()
-            except Exception as exc:  # the database is away for a moment: beat again later
-                log.warning("training run %s: heartbeat not written: %s", self.run_id, exc)
-                continue
-            if not alive:
-                return
+        retry_transient(unit, what=f"training run {self.job.run_id}: step")
 
 
 # Time limits: workers.celery_app.task_limits, from the worker's settings.
 @app.task(name=jobs.TRAIN_MODEL, bind=True, acks_late=True)
 def train_model(self, run_id: int) -> str:
     """Train the model of one training run."""
-    with session_scope() as session:
-        claimed = runs.claim(
-            session, run_id=run_id, celery_id=self.request.id, worker=self.request.hostname
-        )
-        if not isinstance(claimed, runs.RunJob):
-            if claimed is not None:  # out of attempts: tell the owner
-                session.commit()
-                runs.publish_failed(claimed)
-            log.info("training run %s: nothing to do", run_id)
-            return "skipped"
+    claimed = lifecycle.start(runs.TRAINING, run_id, self.request, job=runs.run_job)
+    if not isinstance(claimed, runs.RunJob):
+        log.info("training run %s: nothing to do", run_id)
+        return "skipped"
     job = claimed
     log.info("training run %s (%s), attempt %d", run_id, job.training_id, job.attempt)
+    settings = runtime.current().settings
     try:
-        with Heartbeat(job.run_id, runtime.current().settings.training_heartbeat_seconds):
+        with lifecycle.Heartbeat(runs.TRAINING, job.run_id, settings.heartbeat_seconds):
             _train(job)
         return "success"
     except (TrainingInputError, DomainError, ValueError) as exc:
         _fail(job, str(exc) or type(exc).__name__)
     except (SoftTimeLimitExceeded, TrainingTooLong):
-        limit = runtime.current().settings.training_task_time_limit
-        _fail(job, f"Training took longer than {limit} s")
+        _fail(job, f"Training took longer than {settings.training_task_time_limit} s")
     except TerminatedWorkerError:
         _fail(job, GRID_PROCESS_LOST)
     except Exception as exc:  # the message goes to the row; the traceback to the log only
@@ -144,29 +110,34 @@ def train_model(self, run_id: int) -> str:
 def _train(job: runs.RunJob) -> None:
     """Assemble the data, fit, store the model with its pipeline, announce it."""
     settings = runtime.current().settings
-    with session_scope() as session:
-        data = flows.training_data(session, job)
+    data = retry_transient(lambda: _training_data(job), what=f"training run {job.run_id}: data")
     algorithms = job.parameters.get("algorithms")
+    progress = RunProgress(job, settings.training_task_time_limit - 60)
     result = engine.train(
         data,
-        RunProgress(job, settings.training_task_time_limit - 60),
+        progress,
         algorithms=tuple(algorithms) if algorithms else None,
         n_jobs=settings.grid_search_concurrency,
     )
     runs.publish(job, phase="saving")
     blob = _dump(result.pipeline)
+    fields = flows.model_fields(job, result)
+    stored = lifecycle.change(
+        runs.TRAINING,
+        job.run_id,
+        lambda session: runs.complete(session, run_id=job.run_id, fields=fields, artifact=blob),
+        what="store the model",
+    )
+    if stored:
+        log.info("training run %s: model stored (%d bytes)", job.run_id, len(blob))
+    else:
+        log.info("training run %s ended elsewhere; result dropped", job.run_id)
+
+
+def _training_data(job: runs.RunJob) -> Any:
+    """Read the run's training data in one unit of work."""
     with session_scope() as session:
-        runs.progress(session, run_id=job.run_id, phase="saving", current=None, total=None)
-        model = runs.complete(
-            session, run_id=job.run_id, fields=flows.model_fields(job, result), artifact=blob
-        )
-        if model is None:
-            log.info("training run %s ended elsewhere; result dropped", job.run_id)
-            return
-        session.commit()
-        (body,) = to_read(session, [model])
-    log.info("training run %s: model %s stored (%d bytes)", job.run_id, body.id, len(blob))
-    runs.publish(job, complete=True, model=body.model_dump(mode="json", by_alias=True))
+        return flows.training_data(session, job)
 
 
 def _dump(pipeline: Any) -> bytes:
@@ -178,10 +149,4 @@ def _dump(pipeline: Any) -> bytes:
 
 def _fail(job: runs.RunJob, message: str) -> None:
     """Record a failed run with its readable message and announce it."""
-    log.warning("training run %s failed: %s", job.run_id, message)
-    with session_scope() as session:
-        run = runs.fail_by_id(session, run_id=job.run_id, message=message)
-        if run is None:
-            return
-        session.commit()
-        runs.publish_failed(run)
+    lifecycle.fail_job(runs.TRAINING, job.run_id, message)
