@@ -308,6 +308,21 @@ def open_home(page: Page, site: str) -> None:
     page.wait_for_load_state("networkidle", timeout=SHORT)
 
 
+# Records every text the album's status shows, as the browser renders it: on a fast machine the
+# demo album extracts in about a second, quicker than any polling of the page could see.
+WATCH_STATUS = """row => {
+  const seen = [];
+  const record = () => {
+    const status = row.querySelector("div.d-flex");
+    const text = status ? status.innerText.replace(/\\s+/g, " ").trim() : "";
+    if (text && seen[seen.length - 1] !== text) seen.push(text);
+  };
+  record();
+  new MutationObserver(record).observe(row, {subtree: true, childList: true, characterData: true});
+  window.__qi2StatusSeen = seen;
+}"""
+
+
 def album_row(page: Page, album: str) -> Any:
     """The dashboard's list entry of one album."""
     return page.locator(".albums > .list-group-item").filter(
@@ -362,6 +377,7 @@ def researcher_journey(journey: Journey, site: str, smoke: Platform, out: Path) 
         modal.locator("label", has_text=CT_PRESET).locator("input").check()
         extract = modal.locator(".btn-success", has_text="Extract Features")
         expect(extract).to_be_enabled(timeout=SHORT)
+        row.evaluate(WATCH_STATUS)
         extract.click()
         confirm = page.get_by_role("button", name="Yes, Re-Extract Features")
         if confirm.is_visible():  # only when attached to a platform that extracted before
@@ -383,6 +399,8 @@ def researcher_journey(journey: Journey, site: str, smoke: Platform, out: Path) 
             if "Failed" in text or time.monotonic() > deadline:
                 raise AssertionError(f"extraction did not succeed; seen {seen}")
             page.wait_for_timeout(300)
+        rendered = page.evaluate("window.__qi2StatusSeen || []")
+        seen = [text for text in rendered if text not in seen] + seen
         events = journey.recorder.events
         moving = {m for s in seen for m in re.findall(r"\((\d+)%\)", s)}
         if len(moving) < 2 or events["feature-status"] == 0:
