@@ -321,7 +321,8 @@ def end_rows(kind: Kind, find: Callable[[so.Session], list[Any]], *, what: str) 
             session.commit()
             for row in rows:
                 kind.announce(session, row)
-            return [row.id for row in rows], [p for row in rows if (p := kind.parent_of(row))]
+            parents = [p for row in rows if (p := kind.parent_of(row)) is not None]
+            return [row.id for row in rows], parents
 
     ended, parents = retry_transient(unit, what=f"{what} ({kind.name}s)")
     if ended:

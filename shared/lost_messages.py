@@ -41,13 +41,15 @@ MAX_REQUEUES = 1
 REQUEUED, FAILED = "requeued", "failed"
 
 
-def candidates(session: so.Session, kind: lifecycle.Kind, *, older_than: dt.timedelta) -> list[int]:
-    """Return the ids of PENDING rows unchanged for longer than `older_than`."""
+def candidates(
+    session: so.Session, kind: lifecycle.Kind, *, older_than: dt.timedelta
+) -> list[sa.Row]:
+    """Return the id and Celery id of the PENDING rows unchanged for longer than `older_than`."""
     table = kind.table
-    query = sa.select(table.id).where(
+    query = sa.select(table.id, table.task_id).where(
         table.status == lifecycle.PENDING, table.updated_at < utcnow() - older_than
     )
-    return list(session.scalars(query.order_by(table.id)))
+    return list(session.execute(query.order_by(table.id)))
 
 
 def settle(
@@ -90,12 +92,15 @@ def sweep(
     """
     outcome: dict[str, list[str]] = {REQUEUED: [], FAILED: []}
     for kind in kinds:
-        ids = retry_transient(partial(_candidates, kind, older_than), what=f"list {kind.name}s")
-        if not ids:
+        rows = retry_transient(partial(_candidates, kind, older_than), what=f"list {kind.name}s")
+        if not rows:
             continue
         present = read_present([kind.queue])
+        # Only rows whose message the broker does not hold are locked and settled: a long
+        # extraction queue keeps thousands of studies PENDING, each with its message waiting.
+        lost = [row.id for row in rows if kind.task_id(row) not in present]
         parents: list[int] = []
-        for row_id in ids:
+        for row_id in lost:
             done = retry_transient(
                 partial(_settle_one, kind, row_id, present, older_than, parents),
                 what=f"settle {kind.name} {row_id}",
@@ -107,7 +112,7 @@ def sweep(
     return outcome
 
 
-def _candidates(kind: lifecycle.Kind, older_than: dt.timedelta) -> list[int]:
+def _candidates(kind: lifecycle.Kind, older_than: dt.timedelta) -> list[sa.Row]:
     """Read the candidates in one unit of work."""
     with session_scope() as session:
         return candidates(session, kind, older_than=older_than)
