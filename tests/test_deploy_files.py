@@ -581,7 +581,12 @@ def test_frontend_service_builds_the_snapshot_with_its_own_dockerfile(rendered) 
     service = rendered["base+local"]["frontend"]
     assert service["profiles"] == ["frontend"]
     assert service["build"]["dockerfile"] == "Dockerfile.prod"
-    assert not list(ROOT.glob("**/Dockerfile.prod")), "a copy of the frontend's Dockerfile"
+    # Tracked files only: ./qi2 browser-smoke unpacks the frontend, its Dockerfile too, in var/.
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=60
+    ).stdout.decode()
+    copies = [name for name in tracked.split("\0") if Path(name).name == "Dockerfile.prod"]
+    assert not copies, "a copy of the frontend's Dockerfile"
     assert "frontend" not in rendered["base+prod"]
 
 
